@@ -1,0 +1,60 @@
+# mailsec.sendgrid — developer entry points. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Ansible finds the collection as mailsec.sendgrid through this link to the working tree.
+COLLECTIONS := $(CURDIR)/.tmp/collections
+LINK := $(COLLECTIONS)/ansible_collections/mailsec/sendgrid
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
+export PATH := $(BIN):$(PATH)
+
+.PHONY: all venv link test pytest lint sanity docs changelog demo bench build clean
+
+all: test
+
+$(STAMP): tests/requirements.txt requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt -r requirements.txt
+	touch $@
+
+venv: $(STAMP)
+
+$(LINK):
+	mkdir -p $(dir $(LINK))
+	ln -sfn ../../../.. $(LINK)
+
+link: $(LINK)
+
+## test: everything CI runs
+test: venv link pytest lint sanity docs changelog
+
+pytest: venv link
+	$(BIN)/python -m pytest
+
+lint: venv link
+	$(BIN)/ansible-lint --profile production --offline
+
+sanity: venv
+	tests/sanity.sh
+
+docs: venv link
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .
+
+changelog: venv
+	$(BIN)/antsibull-changelog lint
+
+demo: venv link
+	tests/demo.sh
+
+bench: venv link
+	$(BIN)/python tests/bench/bench.py
+
+build: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path .tmp/dist
+
+clean:
+	rm -rf .tmp tests/output .ansible collections

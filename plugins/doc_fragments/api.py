@@ -1,0 +1,98 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) mailsec.sendgrid contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    # The connection options every plugin of the collection shares.
+    DOCUMENTATION = r"""
+options:
+  api_key:
+    description:
+      - A SendGrid API key of the parent account, with the C(user.settings.enforced_tls) scopes
+        (and C(subusers.read) for the inventory plugin).
+      - If not set, the environment variable E(SENDGRID_API_KEY) is used. Required in the end.
+      - The key is never printed, not in results, diffs, error messages or logs.
+    type: str
+  region:
+    description:
+      - The SendGrid region whose API is called.
+      - V(global) is U(https://api.sendgrid.com), V(eu) is U(https://api.eu.sendgrid.com) (EU regional subusers).
+      - If not set, the environment variable E(SENDGRID_REGION) is used, else V(global).
+      - Ignored when O(api_url) is set.
+    type: str
+    choices: [global, eu]
+    default: global
+  api_url:
+    description:
+      - Base URL of the API, overriding O(region). For example SendGrid's TLS 1.2 test host
+        U(https://tls12.api.sendgrid.com), a proxy, or the collection's local simulator.
+      - C(http://) is refused unless the host is loopback (V(127.0.0.1), V(::1), V(localhost)).
+      - If not set, the environment variable E(SENDGRID_API_URL) is used.
+    type: str
+  on_behalf_of:
+    description:
+      - Act on a subuser (its username) or a customer account (V(account-id <id>)) with the parent's key.
+        Sent as the C(on-behalf-of) header.
+      - Leave it out to address the parent account itself; an empty string is refused.
+    type: str
+  timeout:
+    description:
+      - Seconds to wait for each HTTP request.
+    type: float
+    default: 30
+  validate_certs:
+    description:
+      - Verify the API's TLS certificate. Set to V(false) only against a test endpoint you control;
+        a warning is printed when it is off.
+      - Whatever this says, connections below TLS 1.2 are always refused.
+    type: bool
+    default: true
+  max_retries:
+    description:
+      - How many times to retry a request answered with HTTP 429, 500, 502, 503 or 504, or that failed to connect or timed out.
+      - A 429 waits as long as C(Retry-After) (or C(X-RateLimit-Reset)) says, and pauses every parallel worker of the task;
+        other failures back off exponentially with jitter. Each wait is capped at 60 seconds.
+    type: int
+    default: 5
+requirements:
+  - requests (Python library)
+notes:
+  - Every HTTPS connection requires TLS 1.2 or newer, as SendGrid does.
+"""
+
+    # Attributes shared by every module.
+    ATTRIBUTES = r"""
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying the account.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+  idempotent:
+    description: When run twice with the same options, the second run changes nothing and writes nothing.
+  action_group:
+    description: Use C(group/mailsec.sendgrid.api) in C(module_defaults) to set the connection options once for every module.
+    support: full
+    membership:
+      - mailsec.sendgrid.api
+"""
+
+    # Attributes of read-only (*_info) modules.
+    INFO_MODULE = r"""
+attributes:
+  check_mode:
+    support: full
+    details:
+      - This action does not modify state.
+  diff_mode:
+    support: N/A
+    details:
+      - This action does not modify state.
+  idempotent:
+    support: full
+    details:
+      - This action does not modify state.
+"""

@@ -1,0 +1,417 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) mailsec.sendgrid contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The one HTTP client of the collection.
+
+Every plugin (modules, the fleet action, the inventory plugin) talks to SendGrid
+through :class:`SendGridClient`, so connection options, TLS policy, retries and
+error messages behave the same everywhere. Nothing here imports Ansible's module
+machinery: the inventory and action plugins use it on the controller too.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import random
+import ssl
+import threading
+import time
+import traceback
+from urllib.parse import urlsplit
+
+from ansible.module_utils.basic import env_fallback
+
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.ssl_ import create_urllib3_context
+    HAS_REQUESTS = True
+    REQUESTS_IMPORT_ERROR = None
+except ImportError:  # pragma: no cover - exercised by the missing_required_lib test
+    HAS_REQUESTS = False
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+    HTTPAdapter = object
+
+COLLECTION_VERSION = '0.1.0'
+USER_AGENT = 'mailsec.sendgrid/%s (Ansible collection)' % COLLECTION_VERSION
+
+REGION_URLS = {
+    'global': 'https://api.sendgrid.com',
+    'eu': 'https://api.eu.sendgrid.com',
+}
+
+# Statuses worth another try: rate limiting and transient server/proxy trouble.
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+# Upper bound of any single wait, whatever a server asks for; with max_retries
+# this bounds the total time one request can spend waiting.
+MAX_WAIT = 60.0
+BACKOFF_BASE = 0.5
+
+CONNECTION_ARGUMENT_SPEC = dict(
+    api_key=dict(type='str', no_log=True, fallback=(env_fallback, ['SENDGRID_API_KEY'])),
+    region=dict(type='str', choices=list(REGION_URLS), default='global', fallback=(env_fallback, ['SENDGRID_REGION'])),
+    api_url=dict(type='str', fallback=(env_fallback, ['SENDGRID_API_URL'])),
+    on_behalf_of=dict(type='str'),
+    timeout=dict(type='float', default=30.0),
+    validate_certs=dict(type='bool', default=True),
+    max_retries=dict(type='int', default=5),
+)
+
+
+def _sleep(seconds):
+    time.sleep(seconds)
+
+
+class SendGridError(Exception):
+    """Anything that went wrong talking to SendGrid, as one readable sentence."""
+
+
+class SendGridConfigError(SendGridError):
+    """Bad connection options: raised before any HTTP request is made."""
+
+
+class SendGridAPIError(SendGridError):
+    """SendGrid (or something in between) answered with an error status."""
+
+    def __init__(self, status, reason, method, path, on_behalf_of, messages, retries=0):
+        self.status = status
+        self.method = method
+        self.path = path
+        self.on_behalf_of = on_behalf_of
+        self.messages = messages
+        self.retries = retries
+        where = '%s %s' % (method, path)
+        if on_behalf_of:
+            where += ' (on behalf of %s)' % on_behalf_of
+        text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', where)
+        if messages:
+            text += ': ' + '; '.join(messages)
+        if retries:
+            text += ' (after %d retries)' % retries
+        super().__init__(text)
+
+
+def is_loopback(host):
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(region=None, api_url=None):
+    """Base URL from api_url (wins) or region; refuses plain HTTP except to this machine."""
+    if api_url:
+        parts = urlsplit(api_url)
+        if parts.scheme not in ('https', 'http') or not parts.hostname:
+            raise SendGridConfigError(
+                "api_url must be an https:// URL (http:// only for a loopback host such as 127.0.0.1), got %r" % api_url)
+        if parts.scheme == 'http' and not is_loopback(parts.hostname):
+            raise SendGridConfigError(
+                "api_url %r uses plain http:// to a host that is not loopback; the API key would cross the network "
+                "unencrypted. Use https://, or http:// only to 127.0.0.1, ::1 or localhost" % api_url)
+        if parts.query or parts.fragment:
+            raise SendGridConfigError("api_url must not carry a query string or fragment, got %r" % api_url)
+        return api_url.rstrip('/')
+    region = region or 'global'
+    if region not in REGION_URLS:
+        raise SendGridConfigError("region must be one of %s, got %r" % (', '.join(REGION_URLS), region))
+    return REGION_URLS[region]
+
+
+def check_connection_params(params):
+    """Validate the shared connection options; raise SendGridConfigError naming the option.
+
+    Called by every plugin before its first request so that bad input never costs an HTTP call.
+    """
+    if not params.get('api_key'):
+        raise SendGridConfigError(
+            'api_key is required: set the api_key option or the SENDGRID_API_KEY environment variable')
+    if params.get('region') not in (None, '') and params['region'] not in REGION_URLS:
+        raise SendGridConfigError("region must be one of %s, got %r" % (', '.join(REGION_URLS), params['region']))
+    resolve_base_url(params.get('region'), params.get('api_url'))
+    check_on_behalf_of(params.get('on_behalf_of'), 'on_behalf_of')
+    timeout = params.get('timeout')
+    if timeout is not None and not timeout > 0:
+        raise SendGridConfigError('timeout must be a number of seconds greater than 0, got %r' % (timeout,))
+    retries = params.get('max_retries')
+    if retries is not None and not 0 <= retries <= 100:
+        raise SendGridConfigError('max_retries must be an integer from 0 to 100, got %r' % (retries,))
+
+
+def check_on_behalf_of(value, name):
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip():
+        raise SendGridConfigError(
+            '%s must be a subuser username or "account-id <id>"; leave it out to address the parent account '
+            '(an empty string is not allowed)' % name)
+    if value != value.strip() or any(c in value for c in '\r\n'):
+        raise SendGridConfigError('%s must not contain leading/trailing spaces or line breaks, got %r' % (name, value))
+
+
+class Throttle:
+    """A pause shared by every worker of one client.
+
+    When SendGrid answers 429 to one request, it is the account's rate limit that
+    is exhausted, not that request's: every worker waits until the limit resets,
+    instead of each of them hammering the API and collecting its own 429.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def pause(self, seconds):
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self, sleep):
+        waited_for = None
+        while True:
+            with self._lock:
+                until = self._until
+            remaining = until - time.monotonic()
+            # Sleep again only if another worker pushed the pause further while we slept.
+            if remaining <= 0 or until == waited_for:
+                return
+            sleep(remaining)
+            waited_for = until
+
+
+class _TLS12Adapter(HTTPAdapter):
+    """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+)."""
+
+    def __init__(self, **kwargs):
+        self._ssl_context = create_urllib3_context()
+        self._ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs['ssl_context'] = self._ssl_context
+        return super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        kwargs['ssl_context'] = self._ssl_context
+        return super().proxy_manager_for(*args, **kwargs)
+
+
+def _retry_after(response):
+    """Seconds a 429 asks us to wait: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch)."""
+    value = response.headers.get('Retry-After')
+    if value:
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError, IndexError, OverflowError):
+                pass
+    value = response.headers.get('X-RateLimit-Reset')
+    if value:
+        try:
+            return max(0.0, float(value) - time.time())
+        except ValueError:
+            pass
+    return None
+
+
+def _error_messages(response):
+    """SendGrid's own words from an error body: errors[].message (with field), else a short body excerpt."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    messages = []
+    if isinstance(body, dict) and isinstance(body.get('errors'), list):
+        for item in body['errors']:
+            if not isinstance(item, dict):
+                continue
+            message = item.get('message') or ''
+            if item.get('field'):
+                message = '%s (field: %s)' % (message, item['field']) if message else 'field: %s' % item['field']
+            if message:
+                messages.append(message)
+    if not messages:
+        text = (response.text or '').strip()
+        if text:
+            kind = response.headers.get('Content-Type', 'unknown content type')
+            messages.append('non-JSON answer (%s): %s' % (kind.split(';')[0], _excerpt(text)))
+    return messages
+
+
+def _excerpt(text, limit=200):
+    text = ' '.join(text.split())
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+class SendGridClient:
+    """Talks to SendGrid's v3 API with the collection's connection options.
+
+    Thread-safe: the fleet path shares one client (one connection pool, one
+    rate-limit pause) between its workers.
+    """
+
+    def __init__(self, api_key, region=None, api_url=None, timeout=30.0, validate_certs=True, max_retries=5,
+                 pool_size=10, sleep=None):
+        check_connection_params(dict(api_key=api_key, region=region, api_url=api_url, timeout=timeout,
+                                     max_retries=max_retries))
+        if not HAS_REQUESTS:
+            raise SendGridConfigError('the Python library "requests" is required')
+        self.base_url = resolve_base_url(region, api_url)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.throttle = Throttle()
+        # Looked up at call time so tests can observe (and skip) the waits.
+        self._sleep = sleep or _sleep
+        self._session = requests.Session()
+        # Proxies from the environment are honoured, but never a .netrc: the key is the only credential.
+        self._session.trust_env = True
+        self._session.auth = None
+        adapter = _TLS12Adapter(pool_connections=2, pool_maxsize=max(pool_size, 1))
+        self._session.mount('https://', adapter)
+        self._session.mount('http://', HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1)))
+        self._session.verify = validate_certs
+        self._session.headers.update({
+            'Authorization': 'Bearer %s' % api_key,
+            'Accept': 'application/json',
+            'User-Agent': USER_AGENT,
+        })
+        if not validate_certs:
+            # The module reports the risk once as an Ansible warning; urllib3's per-request warning is noise.
+            import urllib3
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+    def close(self):
+        self._session.close()
+
+    def request(self, method, path, on_behalf_of=None, params=None, body=None):
+        """Send one API request (with retries) and return the decoded JSON answer."""
+        headers = {}
+        if on_behalf_of:
+            headers['on-behalf-of'] = on_behalf_of
+        url = self.base_url + path
+        retries = 0
+        while True:
+            self.throttle.wait(self._sleep)
+            try:
+                response = self._session.request(
+                    method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+            except requests.exceptions.RequestException as exc:
+                if retries < self.max_retries and _is_retryable_exception(exc):
+                    self._sleep(self._backoff(retries))
+                    retries += 1
+                    continue
+                raise SendGridError(_describe_exception(exc, method, path, self.base_url, on_behalf_of, retries))
+            status = response.status_code
+            if status in RETRY_STATUSES and retries < self.max_retries:
+                wait = _retry_after(response) if status == 429 else None
+                wait = min(MAX_WAIT, self._backoff(retries) if wait is None else wait)
+                if status == 429:
+                    self.throttle.pause(wait)
+                else:
+                    self._sleep(wait)
+                retries += 1
+                continue
+            return self._decode(response, method, path, on_behalf_of, retries)
+
+    def _backoff(self, attempt):
+        # Exponential with full jitter, so that workers that failed together do not retry together.
+        return min(MAX_WAIT, BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.0)
+
+    def _decode(self, response, method, path, on_behalf_of, retries):
+        status = response.status_code
+        if 300 <= status < 400:
+            # Never follow: the Authorization header must not travel to wherever we are sent.
+            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, [
+                'redirect to %s refused (the API key is never sent to another location)' % response.headers.get(
+                    'Location', 'an unnamed location')], retries)
+        if status >= 400:
+            messages = _error_messages(response)
+            if status == 429:
+                messages.append('rate limit still exceeded after %d retries' % retries)
+            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, messages)
+        if not response.content:
+            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of,
+                                   ['empty answer where a JSON body was expected'], retries)
+        try:
+            return response.json()
+        except ValueError:
+            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, [
+                'answer is not valid JSON (%s): %s' % (
+                    response.headers.get('Content-Type', 'no content type').split(';')[0], _excerpt(response.text))],
+                retries)
+
+    def paginate(self, path, params=None, limit=500):
+        """Yield the items of a list endpoint paged with limit/offset, until a short page."""
+        offset = 0
+        while True:
+            page_params = dict(params or {}, limit=limit, offset=offset)
+            page = self.request('GET', path, params=page_params)
+            if not isinstance(page, list):
+                raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
+            yield from page
+            if len(page) < limit:
+                return
+            offset += limit
+
+
+def _is_retryable_exception(exc):
+    # A TLS or certificate failure will not heal by retrying; a reset or timeout may.
+    if isinstance(exc, requests.exceptions.SSLError):
+        return False
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                            requests.exceptions.ChunkedEncodingError))
+
+
+def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
+    """A readable sentence for a transport failure. Built from our own words and the exception's
+    class and reason only: exception texts never carry request headers, so the key cannot leak."""
+    where = '%s %s%s' % (method, base_url, path)
+    if on_behalf_of:
+        where += ' (on behalf of %s)' % on_behalf_of
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = 'TLS handshake or certificate verification failed (TLS 1.2 or newer and a trusted certificate are required)'
+    elif isinstance(exc, requests.exceptions.Timeout):
+        reason = 'timed out'
+    elif isinstance(exc, requests.exceptions.ConnectionError):
+        reason = 'connection failed'
+    else:
+        reason = 'request failed'
+    detail = _excerpt(str(exc), 300)
+    text = 'SendGrid API unreachable: %s on %s: %s' % (reason, where, detail)
+    if retries:
+        text += ' (after %d retries)' % retries
+    return text
+
+
+def connection_argument_spec(**extra):
+    """The shared connection options plus a module's own (Ansible copies nothing: a fresh dict each call)."""
+    spec = {name: dict(option) for name, option in CONNECTION_ARGUMENT_SPEC.items()}
+    spec.update(extra)
+    return spec
+
+
+def client_from_module(module, pool_size=10):
+    """A client for an AnsibleModule's connection options, or a clean fail_json (never a traceback)."""
+    if not HAS_REQUESTS:
+        from ansible.module_utils.basic import missing_required_lib
+        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+    params = module.params
+    try:
+        check_connection_params(params)
+        client = SendGridClient(
+            api_key=params['api_key'], region=params['region'], api_url=params['api_url'], timeout=params['timeout'],
+            validate_certs=params['validate_certs'], max_retries=params['max_retries'], pool_size=pool_size)
+    except SendGridConfigError as exc:
+        module.fail_json(msg=str(exc))
+    if not params['validate_certs']:
+        module.warn('validate_certs is false: the SendGrid API certificate is not verified, so the API key could be '
+                    'sent to an impostor. Use it only against a test endpoint you control.')
+    return client
