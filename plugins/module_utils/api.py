@@ -103,44 +103,45 @@ def is_loopback(host):
         return False
 
 
-def resolve_base_url(region=None, api_url=None):
+def resolve_base_url(region=None, api_url=None, prefix=''):
     """Base URL from api_url (wins) or region; refuses plain HTTP except to this machine."""
     if api_url:
         parts = urlsplit(api_url)
         if parts.scheme not in ('https', 'http') or not parts.hostname:
             raise SendGridConfigError(
-                "api_url must be an https:// URL (http:// only for a loopback host such as 127.0.0.1), got %r" % api_url)
+                "%sapi_url must be an https:// URL (http:// only for a loopback host such as 127.0.0.1), got %r" % (prefix, api_url))
         if parts.scheme == 'http' and not is_loopback(parts.hostname):
             raise SendGridConfigError(
-                "api_url %r uses plain http:// to a host that is not loopback; the API key would cross the network "
-                "unencrypted. Use https://, or http:// only to 127.0.0.1, ::1 or localhost" % api_url)
+                "%sapi_url %r uses plain http:// to a host that is not loopback; the API key would cross the network "
+                "unencrypted. Use https://, or http:// only to 127.0.0.1, ::1 or localhost" % (prefix, api_url))
         if parts.query or parts.fragment:
-            raise SendGridConfigError("api_url must not carry a query string or fragment, got %r" % api_url)
+            raise SendGridConfigError("%sapi_url must not carry a query string or fragment, got %r" % (prefix, api_url))
         return api_url.rstrip('/')
     region = region or 'global'
     if region not in REGION_URLS:
-        raise SendGridConfigError("region must be one of %s, got %r" % (', '.join(REGION_URLS), region))
+        raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), region))
     return REGION_URLS[region]
 
 
-def check_connection_params(params):
+def check_connection_params(params, prefix=''):
     """Validate the shared connection options; raise SendGridConfigError naming the option.
 
     Called by every plugin before its first request so that bad input never costs an HTTP call.
+    ``prefix`` names the options as the caller's users know them (the role's variables).
     """
     if not params.get('api_key'):
         raise SendGridConfigError(
-            'api_key is required: set the api_key option or the SENDGRID_API_KEY environment variable')
+            '%sapi_key is required: set it or the SENDGRID_API_KEY environment variable' % prefix)
     if params.get('region') not in (None, '') and params['region'] not in REGION_URLS:
-        raise SendGridConfigError("region must be one of %s, got %r" % (', '.join(REGION_URLS), params['region']))
-    resolve_base_url(params.get('region'), params.get('api_url'))
-    check_on_behalf_of(params.get('on_behalf_of'), 'on_behalf_of')
+        raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), params['region']))
+    resolve_base_url(params.get('region'), params.get('api_url'), prefix)
+    check_on_behalf_of(params.get('on_behalf_of'), prefix + 'on_behalf_of')
     timeout = params.get('timeout')
     if timeout is not None and not timeout > 0:
-        raise SendGridConfigError('timeout must be a number of seconds greater than 0, got %r' % (timeout,))
+        raise SendGridConfigError('%stimeout must be a number of seconds greater than 0, got %r' % (prefix, timeout))
     retries = params.get('max_retries')
     if retries is not None and not 0 <= retries <= 100:
-        raise SendGridConfigError('max_retries must be an integer from 0 to 100, got %r' % (retries,))
+        raise SendGridConfigError('%smax_retries must be an integer from 0 to 100, got %r' % (prefix, retries))
 
 
 def check_on_behalf_of(value, name):

@@ -185,7 +185,7 @@ def test_redirect_is_not_followed(conversation, capsys):
 
 
 @pytest.mark.parametrize('args, message', [
-    (dict(require_tls=True), 'api_key is required: set the api_key option or the SENDGRID_API_KEY environment variable'),
+    (dict(require_tls=True), 'api_key is required: set it or the SENDGRID_API_KEY environment variable'),
     (dict(api_key=KEY), 'at least one of require_tls, require_valid_cert, version is required'),
     (dict(api_key=KEY, version='1.4'), 'version must be one of "1.1", "1.2", "1.3"'),
     (dict(api_key=KEY, version='1.0'), 'version must be one of "1.1", "1.2", "1.3"'),

@@ -1,0 +1,170 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) mailsec.sendgrid contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The fleet path: one task converges (or audits) every subuser host of the play.
+
+A task that runs once per host costs Ansible ~20 ms per host before any HTTP
+request, so 1,000 subusers would pay ~20 s per task. This action runs once: it
+resolves each host's ``enforced_tls_policy_*`` variables on the controller (with
+Ansible's own variable precedence, so host/group vars override), validates all of
+them before any request, and hands the accounts to the ``enforced_tls`` module's
+``accounts`` batch, one module run per API endpoint and key.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+    SendGridConfigError, check_connection_params)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, desired_state
+
+PREFIX = 'enforced_tls_policy_'
+MODES = ('enforce', 'audit')
+
+
+def _unset(value):
+    # Survey answers (AWX) arrive as '' when left empty: that means "not managed", like an undefined variable.
+    return value is None or value == ''
+
+
+class ActionModule(ActionBase):
+
+    _supports_check_mode = True
+    _supports_async = False
+    _VALID_ARGS = frozenset(('mode', 'hosts', 'concurrency', 'fail_on_error'))
+
+    def run(self, tmp=None, task_vars=None):
+        super().run(tmp, task_vars)
+        args = self._task.args
+        unknown = set(args) - self._VALID_ARGS
+        if unknown:
+            raise AnsibleActionFail('unsupported parameters: %s (supported: %s)' % (
+                ', '.join(sorted(unknown)), ', '.join(sorted(self._VALID_ARGS))))
+        mode = args.get('mode', 'enforce')
+        if mode not in MODES:
+            raise AnsibleActionFail('mode must be one of %s, got %r' % (', '.join(MODES), mode))
+        try:
+            concurrency = int(args.get('concurrency', 8))
+            fail_on_error = boolean(args.get('fail_on_error', True), strict=True)
+        except (TypeError, ValueError) as exc:
+            raise AnsibleActionFail('concurrency must be an integer and fail_on_error a boolean: %s' % exc)
+        if not 1 <= concurrency <= 64:
+            raise AnsibleActionFail('concurrency must be an integer from 1 to 64, got %d' % concurrency)
+        hosts = args.get('hosts', task_vars.get('ansible_play_batch'))
+        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+            raise AnsibleActionFail('hosts must be a list of inventory host names, got %r' % (hosts,))
+
+        accounts, errors = self._resolve(hosts)
+        if errors:
+            raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- '
+                                    + '\n- '.join(errors))
+
+        results = {}
+        for connection, group in _by_connection(accounts).items():
+            results.update(self._run_group(connection, group, mode, concurrency, task_vars))
+
+        report = [dict(results[host], host=host) for host in hosts]
+        summary = _summary(report)
+        failed = {r['host']: r['msg'] for r in report if r['failed']}
+        result = dict(
+            changed=mode == 'enforce' and any(r['changed'] for r in report),
+            mode=mode,
+            check_mode=bool(self._task.check_mode) or mode == 'audit',
+            results=report,
+            summary=summary,
+            failed_hosts=failed,
+            diff=[dict(before=r['before'], after=r['enforced_tls'], before_header=r['host'], after_header=r['host'])
+                  for r in report if r['changed']],
+        )
+        if failed and fail_on_error:
+            result.update(failed=True, msg='%d of %d subusers failed: %s' % (
+                len(failed), len(report), '; '.join('%s: %s' % item for item in failed.items())))
+        return result
+
+    def _host_vars(self, names):
+        """Each host's variables as Ansible would give them to a task of this play on that host."""
+        manager = self._task.get_variable_manager()
+        inventory = manager._inventory  # pylint: disable=protected-access
+        play = self._task.get_play()
+        for name in names:
+            host = inventory.get_host(name)
+            if host is None:
+                raise AnsibleActionFail('hosts: %r is not in the inventory' % name)
+            yield name, manager.get_vars(play=play, host=host, task=self._task, _hosts=names, _hosts_all=names)
+
+    def _resolve(self, hosts):
+        accounts, errors = [], []
+        for host, variables in self._host_vars(hosts):
+            templar = self._templar.copy_with_new_env(available_variables=variables)
+
+            def var(name, default=None, variables=variables, templar=templar):
+                return templar.template(variables[PREFIX + name]) if PREFIX + name in variables else default
+
+            try:
+                policy = {field: var(field) for field in FIELDS}
+                for field in ('require_tls', 'require_valid_cert'):
+                    if isinstance(policy[field], str) and not _unset(policy[field]):
+                        policy[field] = boolean(policy[field], strict=True)
+                desired = desired_state({k: v for k, v in policy.items() if not _unset(v)}, name_prefix=PREFIX)
+                if not desired:
+                    raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
+                on_behalf_of = var('on_behalf_of', host)
+                connection = dict(
+                    api_key=var('api_key') or os.environ.get('SENDGRID_API_KEY'),
+                    region=var('region') or variables.get('sendgrid_region') or 'global',
+                    api_url=var('api_url') or os.environ.get('SENDGRID_API_URL') or None,
+                )
+                check_connection_params(dict(connection, on_behalf_of=on_behalf_of or None), prefix=PREFIX)
+            except (ValueError, TypeError, SendGridConfigError) as exc:
+                errors.append('%s: %s' % (host, exc))
+                continue
+            accounts.append(dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection))
+        return accounts, errors
+
+    def _run_group(self, connection, group, mode, concurrency, task_vars):
+        """One enforced_tls module run for the accounts that share an endpoint and key."""
+        module_args = dict(
+            connection, concurrency=concurrency,
+            accounts=[dict(on_behalf_of=a['on_behalf_of'], **a['desired']) for a in group])
+        # An audit only reads: the module's check mode makes exactly one GET per account, whatever the play says.
+        self._task.check_mode = bool(self._task.check_mode) or mode == 'audit'
+        outcome = self._execute_module(module_name='mailsec.sendgrid.enforced_tls', module_args=module_args,
+                                       task_vars=task_vars)
+        per_account = outcome.get('results')
+        if not isinstance(per_account, list) or len(per_account) != len(group):
+            # The module failed as a whole (for example requests is missing): every account shares its message.
+            message = outcome.get('msg', 'the enforced_tls module failed without a message')
+            return {a['host']: _failed(a, message) for a in group}
+        results = {}
+        for account, result in zip(group, per_account):
+            result.pop('on_behalf_of', None)
+            result.update(on_behalf_of=account['on_behalf_of'], desired=account['desired'])
+            results[account['host']] = result
+        return results
+
+
+def _failed(account, message):
+    return dict(failed=True, changed=False, status='failed', msg=message, on_behalf_of=account['on_behalf_of'],
+                desired=account['desired'])
+
+
+def _by_connection(accounts):
+    groups = {}
+    for account in accounts:
+        key = tuple(sorted(account['connection'].items()))
+        groups.setdefault(key, []).append(account)
+    return groups
+
+
+def _summary(report):
+    summary = dict(compliant=[], changed=[], would_change=[], failed=[])
+    for item in report:
+        summary[item['status']].append(item['host'])
+    return summary

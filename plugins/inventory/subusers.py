@@ -1,0 +1,151 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) mailsec.sendgrid contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: subusers
+short_description: SendGrid subusers as inventory hosts
+version_added: 0.1.0
+author:
+  - mailsec.sendgrid maintainers (@mailsec)
+description:
+  - Lists the subusers of a SendGrid parent account (C(GET /v3/subusers), paged with C(limit)/C(offset))
+    and makes each one a host named after its username, in the group C(sendgrid_subusers).
+  - Hosts run locally (C(ansible_connection=local), C(ansible_python_interpreter) set to the controller's Python),
+    since the tasks call SendGrid's API on their behalf.
+  - Host variables C(sendgrid_subuser_id), C(sendgrid_email), C(sendgrid_disabled) and C(sendgrid_region)
+    (V(global) or V(eu)).
+  - Disabled subusers are left out unless O(include_disabled) is true.
+  - The configuration file name must end in C(sendgrid.yml) or C(sendgrid.yaml).
+  - Connection options are those of the collection's modules; O(api_key), O(region) and O(api_url) also fall back
+    to E(SENDGRID_API_KEY), E(SENDGRID_REGION) and E(SENDGRID_API_URL). O(api_key) and O(api_url) may be templates
+    (for example a lookup).
+extends_documentation_fragment:
+  - mailsec.sendgrid.api
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description: The name of this plugin; must be V(mailsec.sendgrid.subusers).
+    type: str
+    required: true
+    choices: [mailsec.sendgrid.subusers]
+  include_disabled:
+    description: Also list disabled subusers (with C(sendgrid_disabled=true)).
+    type: bool
+    default: false
+  username:
+    description: Only subusers whose username starts with this (SendGrid's C(username) filter).
+    type: str
+  page_size:
+    description: Subusers asked for per request (SendGrid allows at most 500).
+    type: int
+    default: 500
+"""
+
+EXAMPLES = r"""
+# demo.sendgrid.yml — every enabled subuser of the account whose key is in SENDGRID_API_KEY
+plugin: mailsec.sendgrid.subusers
+
+# eu.sendgrid.yml — EU subusers in their own group, cached for an hour, key from a vault-encrypted variable file
+# plugin: mailsec.sendgrid.subusers
+# api_key: "{{ lookup('ansible.builtin.env', 'SENDGRID_PARENT_KEY') }}"
+# include_disabled: true
+# keyed_groups:
+#   - key: sendgrid_region
+#     prefix: region
+# groups:
+#   disabled: sendgrid_disabled
+# cache: true
+# cache_plugin: ansible.builtin.jsonfile
+# cache_connection: ~/.cache/sendgrid-inventory
+# cache_timeout: 3600
+"""
+
+import os
+import sys
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
+
+GROUP = 'sendgrid_subusers'
+ENV = dict(api_key='SENDGRID_API_KEY', region='SENDGRID_REGION', api_url='SENDGRID_API_URL')
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+
+    NAME = 'mailsec.sendgrid.subusers'
+
+    def verify_file(self, path):
+        return super().verify_file(path) and path.endswith(('sendgrid.yml', 'sendgrid.yaml'))
+
+    def _option(self, name):
+        value = self.get_option(name)
+        if value in (None, '') and name in ENV:
+            value = os.environ.get(ENV[name]) or None
+        if isinstance(value, str) and name in ('api_key', 'api_url') and self.templar.is_possibly_template(value):
+            value = self.templar.template(value)
+        return value
+
+    def _fetch(self):
+        page_size = self.get_option('page_size')
+        if not 1 <= page_size <= 500:
+            raise AnsibleParserError('page_size must be an integer from 1 to 500, got %d' % page_size)
+        client = SendGridClient(
+            api_key=self._option('api_key'), region=self._option('region'), api_url=self._option('api_url'),
+            timeout=self.get_option('timeout'), validate_certs=self.get_option('validate_certs'),
+            max_retries=self.get_option('max_retries'))
+        params = dict(include_region='true')
+        if self.get_option('username'):
+            params['username'] = self.get_option('username')
+        try:
+            return list(client.paginate('/v3/subusers', params, limit=page_size))
+        finally:
+            client.close()
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        cache_key = self.get_cache_key(path)
+        use_cache = self.get_option('cache') and cache
+        subusers = None
+        if use_cache:
+            subusers = self._cache.get(cache_key)
+        if subusers is None:
+            try:
+                subusers = self._fetch()
+            except SendGridError as exc:
+                raise AnsibleParserError('mailsec.sendgrid.subusers: %s' % exc)
+            if self.get_option('cache'):
+                self._cache[cache_key] = subusers
+        self._populate(subusers)
+
+    def _populate(self, subusers):
+        self.inventory.add_group(GROUP)
+        strict = self.get_option('strict')
+        for item in subusers:
+            if not isinstance(item, dict) or not item.get('username'):
+                raise AnsibleParserError('mailsec.sendgrid.subusers: GET /v3/subusers answered an item without a username: %r'
+                                         % (item,))
+            if item.get('disabled') and not self.get_option('include_disabled'):
+                continue
+            host = self.inventory.add_host(item['username'], group=GROUP)
+            hostvars = dict(
+                ansible_connection='local',
+                # The controller's own Python (it has requests): these hosts run their modules locally.
+                ansible_python_interpreter=sys.executable,
+                sendgrid_subuser_id=item.get('id'),
+                sendgrid_email=item.get('email'),
+                sendgrid_disabled=bool(item.get('disabled')),
+                sendgrid_region=item.get('region') or 'global',
+            )
+            for name, value in hostvars.items():
+                self.inventory.set_variable(host, name, value)
+            self._set_composite_vars(self.get_option('compose'), hostvars, host, strict=strict)
+            self._add_host_to_composed_groups(self.get_option('groups'), hostvars, host, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option('keyed_groups'), hostvars, host, strict=strict)
