@@ -82,17 +82,21 @@ def run_playbook(tmp_path):
     Tasks may `register` a result; a final task saves every registered name listed in `save` to a JSON file
     (with check_mode off, so it also works in --check runs): PlaybookRun.results.
     """
-    def run(tasks=None, playbook=None, args=(), save=(), inventory=None, env=None, check=False, diff=False, verbosity=0):
+    def run(tasks=None, playbook=None, args=(), save=(), inventory=None, env=None, check=False, diff=False, verbosity=0,
+            playbook_name=None):
         results_file = tmp_path / ('results-%d.json' % len(list(tmp_path.glob('results-*.json*'))))
-        if playbook is None:
+        if playbook_name:
+            path = playbook_name
+        elif playbook is None:
             save_task = dict(name='Save results', **{
                 'ansible.builtin.copy': dict(content='{{ %s | to_json }}' % ('{' + ', '.join(
                     '"%s": %s | default(None)' % (name, name) for name in save) + '}'), dest=str(results_file)),
-                'check_mode': False})
+                'check_mode': False, 'changed_when': False})
             playbook = [dict(name='Test play', hosts='localhost', gather_facts=False,
                              tasks=list(tasks) + ([save_task] if save else []))]
-        path = tmp_path / 'playbook.yml'
-        path.write_text(yaml.safe_dump(playbook, sort_keys=False))
+        if not playbook_name:
+            path = tmp_path / 'playbook.yml'
+            path.write_text(yaml.safe_dump(playbook, sort_keys=False))
         cmd = [str(BIN / 'ansible-playbook'), str(path)]
         cmd += ['-i', str(inventory)] if inventory else ['-i', 'localhost,', '-c', 'local']
         if check:

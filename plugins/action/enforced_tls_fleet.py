@@ -146,6 +146,10 @@ class ActionModule(ActionBase):
         for account, result in zip(group, per_account):
             result.pop('on_behalf_of', None)
             result.update(on_behalf_of=account['on_behalf_of'], desired=account['desired'])
+            if not result['failed']:
+                result['compliant'] = not result['changes']
+                result['differences'] = {field: dict(current=result['before'][field], desired=value)
+                                         for field, value in result['changes'].items()}
             results[account['host']] = result
         return results
 

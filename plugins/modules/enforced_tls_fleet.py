@@ -122,6 +122,15 @@ results:
       type: dict
       returned: unless failed
       sample: {"version": "1.2"}
+    compliant:
+      description: Whether the account already matched its policy when it was read.
+      type: bool
+      returned: unless failed
+    differences:
+      description: For each setting that differed, the value read and the value of the policy.
+      type: dict
+      returned: unless failed
+      sample: {"version": {"current": "1.1", "desired": "1.2"}}
     msg:
       description: Why the account failed.
       type: str

@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+"""The fleet: subusers inventory plugin, enforced_tls_policy role, enforce and audit playbooks, for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import API_KEY, BIN, ansible_env
+from tests.contract.openapi_check import validate_logged_requests
+
+POLICY = dict(enforced_tls_policy_require_tls=True, enforced_tls_policy_require_valid_cert=True, enforced_tls_policy_version='1.2')
+COMPLIANT = dict(require_tls=True, require_valid_cert=True, version=1.2)
+
+
+@pytest.fixture
+def fleet(sim, tmp_path):
+    """An inventory directory: the plugin file, the policy in group_vars, and room for host_vars."""
+    def make(count, policy=POLICY, plugin_options=None, **populate):
+        names = sim.populate_subusers(count, **populate)
+        inventory = tmp_path / 'inventory'
+        (inventory / 'group_vars').mkdir(parents=True)
+        (inventory / 'host_vars').mkdir()
+        config = dict(plugin='mailsec.sendgrid.subusers', api_url=sim.url, **(plugin_options or {}))
+        (inventory / 'demo.sendgrid.yml').write_text(yaml.safe_dump(config))
+        (inventory / 'group_vars' / 'sendgrid_subusers.yml').write_text(yaml.safe_dump(dict(policy, enforced_tls_policy_api_url=sim.url)))
+        return inventory, names
+    return make
+
+
+def host_vars(inventory, host, **values):
+    (inventory / 'host_vars' / ('%s.yml' % host)).write_text(yaml.safe_dump(values))
+
+
+def ansible_inventory(inventory, *args):
+    proc = subprocess.run([str(BIN / 'ansible-inventory'), '-i', str(inventory), *args], env=ansible_env(SENDGRID_API_KEY=API_KEY),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout, object_hook=_plain)
+
+
+def _plain(obj):
+    # ansible-core 2.19 marks inventory strings as unsafe in --list output: {"__ansible_unsafe": "eu"}.
+    return obj['__ansible_unsafe'] if set(obj) == {'__ansible_unsafe'} else obj
+
+
+def test_inventory_pages_and_leaves_out_disabled(sim, fleet):
+    inventory, names = fleet(23, eu_every=5, disabled_every=7, plugin_options=dict(page_size=5))
+    listing = ansible_inventory(inventory / 'demo.sendgrid.yml', '--list')
+    hosts = sorted(listing['sendgrid_subusers']['hosts'])
+    assert hosts == [n for i, n in enumerate(names, 1) if i % 7]
+    assert [r['query'] for r in sim.requests] == [
+        dict(include_region='true', limit='5', offset=str(offset)) for offset in (0, 5, 10, 15, 20)]
+    hostvars = listing['_meta']['hostvars']
+    assert hostvars['sub0005']['sendgrid_region'] == 'eu' and hostvars['sub0004']['sendgrid_region'] == 'global'
+    assert hostvars['sub0001']['ansible_connection'] == 'local'
+    assert hostvars['sub0001']['sendgrid_subuser_id'] == 1000001 and hostvars['sub0001']['sendgrid_disabled'] is False
+
+
+def test_inventory_constructed_and_disabled_on_request(sim, fleet):
+    inventory, names = fleet(10, eu_every=5, disabled_every=4, plugin_options=dict(
+        include_disabled=True, keyed_groups=[dict(key='sendgrid_region', prefix='region')],
+        groups=dict(disabled='sendgrid_disabled'), compose=dict(team="'mail-' + sendgrid_region")))
+    listing = ansible_inventory(inventory / 'demo.sendgrid.yml', '--list')
+    assert sorted(listing['sendgrid_subusers']['hosts']) == names
+    assert sorted(listing['disabled']['hosts']) == ['sub0004', 'sub0008']
+    assert sorted(listing['region_eu']['hosts']) == ['sub0005', 'sub0010']
+    assert listing['_meta']['hostvars']['sub0005']['team'] == 'mail-eu'
+
+
+def test_inventory_wrong_key_is_a_clear_error(sim, fleet, tmp_path):
+    inventory, _ = fleet(3)
+    proc = subprocess.run([str(BIN / 'ansible-inventory'), '-i', str(inventory / 'demo.sendgrid.yml'), '--list'],
+                          env=ansible_env(SENDGRID_API_KEY='bad-key-31337-secret', ANSIBLE_INVENTORY_UNPARSED_FAILED='true'),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode != 0
+    assert 'HTTP 401 Unauthorized on GET /v3/subusers' in proc.stderr
+    assert 'bad-key-31337-secret' not in proc.stdout + proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_enforce_check_apply_rerun_with_overrides(sim, fleet, run_playbook):
+    inventory, names = fleet(30, drift_mixed=True)
+    # Per-subuser override from host_vars beats the group's policy.
+    host_vars(inventory, 'sub0002', enforced_tls_policy_version='1.3')
+    drifted = [n for n in names if sim.settings(n) != COMPLIANT or n == 'sub0002']
+    before = sim.state()
+
+    check = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, check=True, diff=True,
+                         env=dict(SENDGRID_API_KEY=API_KEY))
+    assert check.rc == 0, check.output
+    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 30
+    assert sim.state() == before
+    assert '"would_change": [' in check.stdout and '+    "version": "1.3"' in check.stdout
+
+    sim.clear_log()
+    apply = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
+    assert apply.rc == 0, apply.output
+    assert sim.count('GET', '/v3/user/settings/enforced_tls') == 30
+    assert sorted(r['on_behalf_of'] for r in sim.requests if r['method'] == 'PATCH') == sorted(drifted)
+    for name in names:
+        assert sim.settings(name) == (dict(COMPLIANT, version=1.3) if name == 'sub0002' else COMPLIANT), name
+    validate_logged_requests(sim.requests)
+
+    sim.clear_log()
+    again = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
+    assert again.rc == 0 and again.recap('sub0001')['changed'] == 0
+    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 30
+    assert '"totals": "30 compliant, 0 changed, 0 would change, 0 failed"' in again.stdout
+
+
+def test_limit_converges_only_that_subuser(sim, fleet, run_playbook):
+    inventory, names = fleet(5)
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, args=['--limit', 'sub0003'],
+                       env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 0, run.output
+    assert [(r['method'], r['on_behalf_of']) for r in sim.requests if r['path'].endswith('enforced_tls')] == [
+        ('GET', 'sub0003'), ('PATCH', 'sub0003')]
+    assert [n for n in names if sim.settings(n) == COMPLIANT] == ['sub0003']
+
+
+def test_one_forbidden_subuser_does_not_stop_the_others(sim, fleet, run_playbook):
+    inventory, names = fleet(50)
+    sim.fail_account('sub0017', 403)
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 2
+    assert ('1 subuser(s) failed: sub0017: SendGrid API error: HTTP 403 Forbidden on GET /v3/user/settings/enforced_tls '
+            '(on behalf of sub0017): access forbidden') in run.stdout
+    assert [n for n in names if sim.settings(n) != COMPLIANT] == ['sub0017']
+    assert '"totals": "0 compliant, 49 changed, 0 would change, 1 failed"' in run.stdout
+
+
+def test_bad_variables_name_variable_and_subuser_before_any_request(sim, fleet, run_playbook):
+    inventory, _ = fleet(4)
+    host_vars(inventory, 'sub0002', enforced_tls_policy_version='1.4')
+    host_vars(inventory, 'sub0003', enforced_tls_policy_region='us')
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 2
+    assert 'sub0002: enforced_tls_policy_version must be one of "1.1", "1.2", "1.3"' in run.stdout
+    assert "sub0003: enforced_tls_policy_region must be one of global, eu, got 'us'" in run.stdout
+    # Only the inventory's listing reached SendGrid: no account was read or written.
+    assert [r['path'] for r in sim.requests] == ['/v3/subusers']
+
+
+def test_missing_key_names_the_variable(sim, run_playbook, tmp_path):
+    inventory = tmp_path / 'static.yml'
+    inventory.write_text(yaml.safe_dump({'sendgrid_subusers': {'hosts': {'sub0001': dict(ansible_connection='local')},
+                                                               'vars': dict(POLICY, enforced_tls_policy_api_url=sim.url)}}))
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory)
+    assert run.rc == 2
+    assert 'sub0001: enforced_tls_policy_api_key is required: set it or the SENDGRID_API_KEY environment variable' in run.stdout
+    assert sim.count() == 0
+
+
+def test_audit_writes_reports_and_fails_only_when_asked(sim, fleet, run_playbook, tmp_path):
+    inventory, names = fleet(6, drift_mixed=True)
+    drifted = sorted(n for n in names if sim.settings(n) != COMPLIANT)
+    assert drifted, 'the seed must give some drift'
+    reports = tmp_path / 'reports'
+    reports.mkdir()
+    run = run_playbook(playbook_name='mailsec.sendgrid.audit', inventory=inventory, args=['-e', 'audit_report_dir=%s' % reports],
+                       env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 0, run.output
+    assert sim.count('PATCH') == 0
+    report = json.loads((reports / 'enforced_tls_audit.json').read_text())
+    assert report['totals'] == dict(subusers=6, compliant=6 - len(drifted), drifted=len(drifted), failed=0)
+    assert sorted(s['subuser'] for s in report['subusers'] if not s['compliant']) == drifted
+    first = next(s for s in report['subusers'] if s['subuser'] == drifted[0])
+    assert first['desired'] == dict(require_tls=True, require_valid_cert=True, version='1.2')
+    assert all(first['differences'][f]['desired'] == first['desired'][f] for f in first['differences'])
+    markdown = (reports / 'enforced_tls_audit.md').read_text()
+    assert '| subuser | current | desired | compliant | differences |' in markdown
+    assert '| %s |' % drifted[0] in markdown
+
+    strict = run_playbook(playbook_name='mailsec.sendgrid.audit', inventory=inventory, check=True,
+                          args=['-e', 'audit_report_dir=%s' % reports, '-e', 'fail_on_drift=true'], env=dict(SENDGRID_API_KEY=API_KEY))
+    assert strict.rc == 2 and '%d subuser(s) drift from the policy' % len(drifted) in strict.stdout
+    assert sim.count('PATCH') == 0
