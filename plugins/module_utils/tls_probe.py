@@ -84,9 +84,9 @@ def local_supports(min_version):
 
 def endpoint(host=None, port=None, mode=None):
     """A complete endpoint: a missing mode is https, a missing host or port is SendGrid's test endpoint of that mode."""
-    mode = mode or 'https'
+    mode = 'https' if mode is None else mode
     default_host, default_port = MODE_DEFAULTS[mode]
-    return dict(host=host or default_host, port=port or default_port, mode=mode)
+    return dict(host=default_host if host is None else host, port=default_port if port is None else port, mode=mode)
 
 
 def protocol_label(protocol):
@@ -119,7 +119,6 @@ class Prober:
     def __init__(self, min_version='1.2', validate_certs=True, timeout=10.0, ca_path=None):
         self.min_version = min_version
         self.minimum = TLS_VERSIONS[min_version]
-        self.validate_certs = validate_certs
         self.timeout = timeout
         self.context = self._context(verify=validate_certs, ca_path=ca_path)
         # Same handshake without verification: after a certificate failure it shows what the server presented.
@@ -179,9 +178,10 @@ class Prober:
 
     def _explain(self, session, exc):
         where = session.where
-        if isinstance(exc, socket.gaierror):
+        # UnicodeError: a name that cannot even be encoded for DNS (an empty or over-long label).
+        if isinstance(exc, (socket.gaierror, UnicodeError)):
             return ProbeFailure('dns', '%s does not resolve (%s): check the name and the DNS settings of this host.' % (
-                session.host, exc.strerror or exc))
+                session.host, getattr(exc, 'strerror', None) or exc))
         if isinstance(exc, ConnectionRefusedError):
             return ProbeFailure('refused', 'The connection to %s was refused: nothing listens on that port, '
                                 'or a firewall rejects the connection.' % where)
@@ -215,21 +215,20 @@ class Prober:
         return '%s stopped answering during the %s (nothing %s).' % (where, session.phase_label, waited)
 
     def _certificate_failure(self, session, exc):
-        facts = self._retry(session, self.unverified)
-        if facts:
-            session.facts.update(protocol=facts['protocol'], cipher=facts['cipher'], certificate=facts['certificate'])
+        _adopt_handshake(session, self._retry(session, self.unverified))
         cert = session.facts.get('certificate')
         where = session.where
-        if exc.verify_code in (_CERT_HAS_EXPIRED, _CERT_NOT_YET_VALID):
-            if cert and exc.verify_code == _CERT_HAS_EXPIRED and cert['days_left'] < 0:
-                sentence = 'The certificate of %s expired on %s (%d days ago): the server must renew it.' % (
-                    where, cert['not_after'], -cert['days_left'])
-            elif exc.verify_code == _CERT_HAS_EXPIRED:
-                sentence = 'A certificate in the chain of %s has expired: the server must install a current chain.' % where
-            else:
-                sentence = ('The certificate of %s is not valid yet: check the clock of this host, '
-                            'or the server installed a certificate too early.' % where)
-            return ProbeFailure('cert_expired', sentence)
+        if exc.verify_code == _CERT_HAS_EXPIRED:
+            # OpenSSL says the same for an expired intermediate; only the server's own certificate has a date we know.
+            if not cert or cert['not_after'] > _now_iso():
+                return ProbeFailure('cert_expired', 'A certificate in the chain of %s has expired: the server must install '
+                                    'a current chain.' % where)
+            ago = ' (%d days ago)' % -cert['days_left'] if cert['days_left'] < 0 else ''
+            return ProbeFailure('cert_expired', 'The certificate of %s expired on %s%s: the server must renew it.' % (
+                where, cert['not_after'], ago))
+        if exc.verify_code == _CERT_NOT_YET_VALID:
+            return ProbeFailure('cert_expired', 'The certificate of %s is not valid yet: check the clock of this host, '
+                                'or the server installed a certificate too early.' % where)
         if exc.verify_code in (_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH):
             names = ', '.join(cert['subject_alt_names']) if cert and cert['subject_alt_names'] else None
             listed = ' (it lists %s)' % names if names else ''
@@ -246,7 +245,7 @@ class Prober:
         required = 'TLS %s' % self.min_version
         facts = self._retry(session, self.legacy) if self.legacy else None
         if facts and _protocol_rank(facts['protocol']) < _protocol_rank('TLSv' + self.min_version):
-            session.facts.update(protocol=facts['protocol'], cipher=facts['cipher'], certificate=facts['certificate'])
+            _adopt_handshake(session, facts)
             return ProbeFailure('tls_version', '%s speaks at best %s, older than the required %s: the server, or a proxy '
                                 'or firewall inspecting TLS in between, must be upgraded.' % (
                                     where, protocol_label(facts['protocol']), required))
@@ -366,6 +365,16 @@ def _legacy_context():
     return context
 
 
+def _adopt_handshake(session, facts):
+    """Report what a retry's handshake learnt (protocol, cipher, certificate), if it succeeded."""
+    if facts:
+        session.facts.update(protocol=facts['protocol'], cipher=facts['cipher'], certificate=facts['certificate'])
+
+
+def _now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).strftime(_ISO_FORMAT)
+
+
 def _protocol_rank(protocol):
     return _PROTOCOL_ORDER.index(protocol) if protocol in _PROTOCOL_ORDER else -1
 
@@ -414,6 +423,7 @@ _NAME_ATTRIBUTES = {
     '2.5.4.9': 'STREET', '0.9.2342.19200300.100.1.25': 'DC', '0.9.2342.19200300.100.1.1': 'UID',
 }
 _SUBJECT_ALT_NAME = '2.5.29.17'
+_ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # fixed width, so that such strings also compare in time order
 _STRING_ENCODINGS = {0x0C: 'utf-8', 0x13: 'ascii', 0x16: 'ascii', 0x14: 'latin-1', 0x1A: 'ascii', 0x1E: 'utf-16-be',
                      0x1C: 'utf-32-be'}
 
@@ -444,8 +454,9 @@ def _certificate_fields(der, now):
     return dict(
         subject=_der_name(subject),
         issuer=_der_name(issuer),
-        not_after=not_after.strftime('%Y-%m-%dT%H:%M:%SZ'),
-        days_left=(not_after - now).days,
+        not_after=not_after.strftime(_ISO_FORMAT),
+        # Rounded toward zero, so that a certificate expired 3.5 days ago is "3 days" ago, as people count.
+        days_left=int((not_after - now).total_seconds() / 86400),
         subject_alt_names=_der_alt_names(extensions[0]) if extensions else [],
     )
 

@@ -19,12 +19,12 @@ description:
     C(enforced_tls_policy_api_url) and C(enforced_tls_policy_on_behalf_of) exactly as a task on that host would see them
     (host and group variables override play-wide ones as usual), and validates all of them before any HTTP request.
     An error names the variable and the host.
-  - Unset variables mean "not managed". C(enforced_tls_policy_on_behalf_of) defaults to the host name; an empty string
+  - Unset variables mean "not managed". C(enforced_tls_policy_on_behalf_of) defaults to the host name, and an empty string
     addresses the parent account. C(enforced_tls_policy_region) defaults to the host's C(sendgrid_region), else V(global).
     C(enforced_tls_policy_api_key) and C(enforced_tls_policy_api_url) default to E(SENDGRID_API_KEY) and E(SENDGRID_API_URL).
   - Then it runs M(mailsec.sendgrid.enforced_tls) once per API endpoint and key with all their accounts
-    (O(mailsec.sendgrid.enforced_tls#module:accounts)), O(concurrency) at a time: one GET per account, a PATCH only where
-    something differs, none in check mode.
+    (O(mailsec.sendgrid.enforced_tls#module:accounts)), O(concurrency) at a time. That makes one GET per account, a PATCH
+    only where something differs, and none in check mode.
 author:
   - mailsec.sendgrid maintainers (@mailsec)
 attributes:

@@ -19,14 +19,14 @@ COMPLIANT = dict(require_tls=True, require_valid_cert=True, version=1.2)
 @pytest.fixture
 def fleet(sim, tmp_path):
     """An inventory directory: the plugin file, the policy in group_vars, and room for host_vars."""
-    def make(count, policy=POLICY, plugin_options=None, **populate):
+    def make(count, policy=None, plugin_options=None, **populate):
         names = sim.populate_subusers(count, **populate)
         inventory = tmp_path / 'inventory'
         (inventory / 'group_vars').mkdir(parents=True)
         (inventory / 'host_vars').mkdir()
         config = dict(plugin='mailsec.sendgrid.subusers', api_url=sim.url, **(plugin_options or {}))
         (inventory / 'demo.sendgrid.yml').write_text(yaml.safe_dump(config))
-        (inventory / 'group_vars' / 'sendgrid_subusers.yml').write_text(yaml.safe_dump(dict(policy, enforced_tls_policy_api_url=sim.url)))
+        (inventory / 'group_vars' / 'sendgrid_subusers.yml').write_text(yaml.safe_dump(dict(policy or POLICY, enforced_tls_policy_api_url=sim.url)))
         return inventory, names
     return make
 
@@ -72,7 +72,7 @@ def test_inventory_constructed_and_disabled_on_request(sim, fleet):
 
 
 def test_inventory_wrong_key_is_a_clear_error(sim, fleet, tmp_path):
-    inventory, _ = fleet(3)
+    inventory = fleet(3)[0]
     proc = subprocess.run([str(BIN / 'ansible-inventory'), '-i', str(inventory / 'demo.sendgrid.yml'), '--list'],
                           env=ansible_env(SENDGRID_API_KEY='bad-key-31337-secret', ANSIBLE_INVENTORY_UNPARSED_FAILED='true'),
                           capture_output=True, text=True, timeout=120, check=False)
@@ -133,7 +133,7 @@ def test_one_forbidden_subuser_does_not_stop_the_others(sim, fleet, run_playbook
 
 
 def test_bad_variables_name_variable_and_subuser_before_any_request(sim, fleet, run_playbook):
-    inventory, _ = fleet(4)
+    inventory = fleet(4)[0]
     host_vars(inventory, 'sub0002', enforced_tls_policy_version='1.4')
     host_vars(inventory, 'sub0003', enforced_tls_policy_region='us')
     run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
