@@ -11,7 +11,9 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all venv link test pytest lint sanity docs changelog demo bench build clean
+.PHONY: all venv link test pytest lint sanity docs release matrix demo bench build clean
+# ansible-core releases the matrix proves besides the main venv's (2.19, in tests/requirements.txt).
+MATRIX := 2.16.19 2.17.14 2.18.19
 
 all: test
 
@@ -30,7 +32,7 @@ $(LINK):
 link: $(LINK)
 
 ## test: everything CI runs
-test: venv link pytest lint sanity docs changelog
+test: venv link pytest lint sanity docs release matrix
 
 pytest: venv link
 	$(BIN)/python -m pytest
@@ -44,8 +46,12 @@ sanity: venv
 docs: venv link
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .
 
-changelog: venv
-	$(BIN)/antsibull-changelog lint
+# galaxy-importer on the built tarball, the tarball installs and documents itself, the changelog builds.
+release: venv link
+	tests/release_checks.sh
+
+matrix: link
+	for version in $(MATRIX); do tests/matrix.sh $$version || exit 1; done
 
 demo: venv link
 	tests/demo.sh

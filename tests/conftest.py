@@ -58,9 +58,10 @@ def ansible_env(**extra):
 class PlaybookRun:
     def __init__(self, proc, results_file):
         self.rc = proc.returncode
-        self.stdout = proc.stdout
+        # ansible-core < 2.19 prints results as JSON, so quotes in messages arrive escaped.
+        self.stdout = proc.stdout.replace('\\"', '"')
         self.stderr = proc.stderr
-        self.output = proc.stdout + proc.stderr
+        self.output = self.stdout + proc.stderr
         self._results_file = results_file
 
     @property

@@ -9,8 +9,8 @@ A task that runs once per host costs Ansible ~20 ms per host before any HTTP
 request, so 1,000 subusers would pay ~20 s per task. This action runs once: it
 resolves each host's ``enforced_tls_policy_*`` variables on the controller (with
 Ansible's own variable precedence, so host/group vars override), validates all of
-them before any request, and hands the accounts to the ``enforced_tls`` module's
-``accounts`` batch, one module run per API endpoint and key.
+them before any request, and converges the accounts with the same code as the
+``enforced_tls`` module's ``accounts`` batch, one client per API endpoint and key.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible.module_utils.basic import missing_required_lib
+
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
-    SendGridConfigError, check_connection_params)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, desired_state
+    HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_connection_params)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, converge, desired_state, run_batch
 
 PREFIX = 'enforced_tls_policy_'
 MODES = ('enforce', 'audit')
@@ -66,9 +68,13 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- '
                                     + '\n- '.join(errors))
 
+        if not HAS_REQUESTS:
+            raise AnsibleActionFail(missing_required_lib('requests'))
+        # An audit only reads: exactly one GET per account, whatever the play's check mode says.
+        check_mode = bool(self._task.check_mode) or mode == 'audit'
         results = {}
         for connection, group in _by_connection(accounts).items():
-            results.update(self._run_group(connection, group, mode, concurrency, task_vars))
+            results.update(self._run_group(connection, group, check_mode, concurrency))
 
         report = [dict(results[host], host=host) for host in hosts]
         summary = _summary(report)
@@ -76,7 +82,7 @@ class ActionModule(ActionBase):
         result = dict(
             changed=mode == 'enforce' and any(r['changed'] for r in report),
             mode=mode,
-            check_mode=bool(self._task.check_mode) or mode == 'audit',
+            check_mode=check_mode,
             results=report,
             summary=summary,
             failed_hosts=failed,
@@ -128,35 +134,28 @@ class ActionModule(ActionBase):
             accounts.append(dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection))
         return accounts, errors
 
-    def _run_group(self, connection, group, mode, concurrency, task_vars):
-        """One enforced_tls module run for the accounts that share an endpoint and key."""
-        module_args = dict(
-            connection, concurrency=concurrency,
-            accounts=[dict(on_behalf_of=a['on_behalf_of'], **a['desired']) for a in group])
-        # An audit only reads: the module's check mode makes exactly one GET per account, whatever the play says.
-        self._task.check_mode = bool(self._task.check_mode) or mode == 'audit'
-        outcome = self._execute_module(module_name='mailsec.sendgrid.enforced_tls', module_args=module_args,
-                                       task_vars=task_vars)
-        per_account = outcome.get('results')
-        if not isinstance(per_account, list) or len(per_account) != len(group):
-            # The module failed as a whole (for example requests is missing): every account shares its message.
-            message = outcome.get('msg', 'the enforced_tls module failed without a message')
-            return {a['host']: _failed(a, message) for a in group}
+    def _run_group(self, connection, group, check_mode, concurrency):
+        """Converge (or, in check mode, only read) the accounts that share an endpoint and key."""
+        # In this process, not through a module run: the fleet pays no module start-up, only the HTTP requests.
+        try:
+            client = SendGridClient(pool_size=concurrency, **dict(connection))
+        except SendGridError as exc:
+            outcome = [dict(failed=True, changed=False, status='failed', msg=str(exc), on_behalf_of=a['on_behalf_of']) for a in group]
+        else:
+            try:
+                outcome = run_batch(lambda account: converge(client, account['desired'], account['on_behalf_of'], check_mode),
+                                    group, concurrency)
+            finally:
+                client.close()
         results = {}
-        for account, result in zip(group, per_account):
-            result.pop('on_behalf_of', None)
-            result.update(on_behalf_of=account['on_behalf_of'], desired=account['desired'])
+        for account, result in zip(group, outcome):
+            result['desired'] = account['desired']
             if not result['failed']:
                 result['compliant'] = not result['changes']
                 result['differences'] = {field: dict(current=result['before'][field], desired=value)
                                          for field, value in result['changes'].items()}
             results[account['host']] = result
         return results
-
-
-def _failed(account, message):
-    return dict(failed=True, changed=False, status='failed', msg=message, on_behalf_of=account['on_behalf_of'],
-                desired=account['desired'])
 
 
 def _by_connection(accounts):

@@ -22,9 +22,11 @@ description:
   - Unset variables mean "not managed". C(enforced_tls_policy_on_behalf_of) defaults to the host name, and an empty string
     addresses the parent account. C(enforced_tls_policy_region) defaults to the host's C(sendgrid_region), else V(global).
     C(enforced_tls_policy_api_key) and C(enforced_tls_policy_api_url) default to E(SENDGRID_API_KEY) and E(SENDGRID_API_URL).
-  - Then it runs M(mailsec.sendgrid.enforced_tls) once per API endpoint and key with all their accounts
-    (O(mailsec.sendgrid.enforced_tls#module:accounts)), O(concurrency) at a time. That makes one GET per account, a PATCH
-    only where something differs, and none in check mode.
+  - Then it converges the accounts on the controller, with the same code as M(mailsec.sendgrid.enforced_tls) and its
+    O(mailsec.sendgrid.enforced_tls#module:accounts), one HTTP client per API endpoint and key, O(concurrency) accounts
+    at a time. That makes one GET per account, a PATCH only where something differs, and none in check mode.
+requirements:
+  - requests (Python library) on the controller
 author:
   - mailsec.sendgrid maintainers (@mailsec)
 attributes:
