@@ -11,7 +11,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all venv link test pytest lint sanity docs release matrix demo bench build clean
+.PHONY: all venv link awx-collection test pytest lint sanity docs release matrix demo bench build ee-context ee clean
 # ansible-core releases the matrix proves besides the main venv's (2.19, in tests/requirements.txt).
 MATRIX := 2.16.19 2.17.14 2.18.19
 
@@ -31,14 +31,27 @@ $(LINK):
 
 link: $(LINK)
 
+# awx.awx, for the AWX bootstrap playbook (extensions/awx/) in lint and tests/awx: the `ansible` package carries it.
+# Installed without its dependencies (the venv has ansible-core) into .tmp/ansible-pkg, outside the venv.
+ANSIBLE_PKG_VERSION := 12.3.0
+AWX_PKG := $(CURDIR)/.tmp/ansible-pkg
+AWX_STAMP := $(AWX_PKG)/.installed-$(ANSIBLE_PKG_VERSION)
+
+$(AWX_STAMP): | $(STAMP)
+	rm -rf $(AWX_PKG)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(AWX_PKG) ansible==$(ANSIBLE_PKG_VERSION)
+	touch $@
+
+awx-collection: $(AWX_STAMP)
+
 ## test: everything CI runs
 test: venv link pytest lint sanity docs release matrix
 
-pytest: venv link
+pytest: venv link awx-collection
 	$(BIN)/python -m pytest
 
-lint: venv link
-	$(BIN)/ansible-lint --profile production --offline
+lint: venv link awx-collection
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS):$(AWX_PKG) $(BIN)/ansible-lint --profile production --offline
 
 sanity: venv
 	tests/sanity.sh
@@ -61,6 +74,14 @@ bench: venv link
 
 build: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path .tmp/dist
+
+## ee-context: the execution environment's build context (.tmp/ee-context); no container engine needed
+ee-context: build
+	$(BIN)/ansible-builder create -f extensions/ee/execution-environment.yml --context .tmp/ee-context
+
+## ee: the execution environment image sendgrid-ee; needs a container engine (podman, or docker with a running daemon)
+ee: build
+	$(BIN)/ansible-builder build -f extensions/ee/execution-environment.yml -t sendgrid-ee --context .tmp/ee-context
 
 clean:
 	rm -rf .tmp tests/output .ansible collections
