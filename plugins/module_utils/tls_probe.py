@@ -563,3 +563,191 @@ def _der_alt_names(extensions):
                 result.append(str(ipaddress.ip_address(name)))
         return result
     return []
+
+
+# --- recipient MX profiles (recipient_tls_info) ----------------------------------------------------
+# What a sending MTA such as SendGrid's would find at a recipient's MX: STARTTLS, each TLS version that
+# can be negotiated, and whether the certificate would pass verification. Unlike Prober, it connects to
+# an address the caller resolved (with its own DNS servers) and checks the certificate against the MX name.
+
+MX_TLS_VERSIONS = ('1.0', '1.1', '1.2', '1.3')
+_MX_PROTOCOLS = {'1.0': ssl.TLSVersion.TLSv1, '1.1': ssl.TLSVersion.TLSv1_1, '1.2': ssl.TLSVersion.TLSv1_2,
+                 '1.3': ssl.TLSVersion.TLSv1_3}
+# X509_V_FLAG_NO_CHECK_TIME: verify the chain without its dates; expiry is reported on its own.
+_NO_CHECK_TIME = 0x200000
+_UNREACHABLE_CODES = ('timeout', 'refused', 'unreachable')
+
+
+def mx_context(tls_version=None, ca_path=None, verify=False):
+    """A client context for recipient MX tests: limited to `tls_version` ("1.0".."1.3", min = max) when given,
+    with every cipher allowed (TLS 1.0/1.1 need security level 0 on OpenSSL 3); with `verify`, checking the
+    chain against `ca_path` (else the system store) but neither the dates nor the name. ValueError when the
+    CA file cannot be loaded or this host cannot offer the version."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    if verify:
+        try:
+            if ca_path:
+                context.load_verify_locations(cafile=ca_path)
+            else:
+                context.load_default_certs()
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError('Cannot load the CA bundle ca_path=%s: %s' % (ca_path, _ssl_message(exc))) from exc
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.verify_flags |= _NO_CHECK_TIME
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            if tls_version:
+                context.minimum_version = _MX_PROTOCOLS[tls_version]
+                context.maximum_version = _MX_PROTOCOLS[tls_version]
+        context.set_ciphers('DEFAULT:@SECLEVEL=0')
+    except (ValueError, ssl.SSLError) as exc:
+        raise ValueError('This host cannot offer TLS %s: %s' % (tls_version, _ssl_message(exc))) from exc
+    return context
+
+
+def name_matches(name, alt_names):
+    """Whether a DNS `name` is covered by a certificate's subject alternative names (RFC 6125: a wildcard
+    only as the whole left-most label, matching exactly one label)."""
+    name = name.rstrip('.').lower()
+    labels = name.split('.')
+    for pattern in alt_names or ():
+        pattern = pattern.rstrip('.').lower()
+        if pattern == name:
+            return True
+        if pattern.startswith('*.') and len(labels) > 2 and pattern[2:] == '.'.join(labels[1:]):
+            return True
+    return False
+
+
+class MXProber:
+    """Profiles recipient MX servers: `profile(name, address)` never raises for network or TLS trouble.
+
+    Builds its contexts once (thread-safe to share); ValueError when `ca_path` cannot be loaded.
+    """
+
+    def __init__(self, port=25, timeout=10.0, ca_path=None):
+        self.port = port
+        self.timeout = timeout
+        self.contexts = {}
+        for tls_version in MX_TLS_VERSIONS:
+            try:
+                self.contexts[tls_version] = mx_context(tls_version)
+            except ValueError:
+                self.contexts[tls_version] = None  # this host cannot test that version
+        self.verifying = {tls_version: mx_context(tls_version, ca_path=ca_path, verify=True)
+                          for tls_version, context in self.contexts.items() if context is not None}
+
+    def profile(self, name, address):
+        """{starttls_offered, tls_versions, tls_best, certificate, error_code, error} of the MX `name` at `address`.
+
+        error_code is None, or one of the tls_check reason codes when the MX could not be tested to the end
+        (timeout, refused, unreachable: this host cannot reach it; smtp_error, connection_closed, tls_error).
+        """
+        result = dict(host=name, address=address, port=self.port, greeting=None, starttls_offered=None,
+                      tls_versions={tls_version: None for tls_version in MX_TLS_VERSIONS}, tls_best=None,
+                      certificate=None, error_code=None, error=None)
+        der = None
+        for tls_version in reversed(MX_TLS_VERSIONS):
+            context = self.contexts[tls_version]
+            if context is None:
+                continue
+            outcome = self._handshake(name, address, context, result)
+            if outcome == 'stop':
+                return result
+            result['tls_versions'][tls_version] = outcome is not None
+            if outcome is not None and der is None:
+                der = outcome
+                result['tls_best'] = tls_version
+        if der is None:
+            if not result['error_code']:
+                result.update(error_code='tls_error', error='%s offers STARTTLS, but no TLS handshake succeeded with '
+                              'any version from TLS 1.0 to 1.3.' % self._where(name, address))
+            return result
+        info = certificate_info(der) or {}
+        trusted, why = self._trusted(name, address, result['tls_best'])
+        result['certificate'] = dict(
+            info, trusted=trusted, untrusted_reason=why,
+            name_matches=name_matches(name, info.get('subject_alt_names')),
+            expired=bool(info) and info['not_after'] <= _now_iso())
+        return result
+
+    def _where(self, name, address):
+        return '%s (%s) port %d' % (name, address, self.port)
+
+    def _handshake(self, name, address, context, result):
+        """The server's DER certificate after STARTTLS and a handshake under `context`; None when that handshake
+        failed; 'stop' when the MX cannot be tested at all (the reason is in result)."""
+        where = self._where(name, address)
+        phase = 'connect'
+        try:
+            sock = socket.create_connection((address, self.port), timeout=self.timeout)
+        except _TIMEOUTS:
+            result.update(error_code='timeout', error='No answer from %s within %g seconds: port %d is probably blocked '
+                          'between this host and the MX (many networks block outgoing port 25).' % (where, self.timeout, self.port))
+            return 'stop'
+        except ConnectionRefusedError:
+            result.update(error_code='refused', error='The connection to %s was refused: port %d may be blocked from '
+                          'this host, or nothing listens there.' % (where, self.port))
+            return 'stop'
+        except OSError as exc:
+            result.update(error_code='unreachable', error='%s cannot be reached from this host (%s).' % (
+                where, exc.strerror or exc))
+            return 'stop'
+        try:
+            with sock.makefile('rb') as reader:
+                phase = 'greeting'
+                result['greeting'] = _smtp_expect(reader, 220, 'the connection', where)
+                phase = 'ehlo'
+                sock.sendall(b'EHLO ' + _ehlo_name() + b'\r\n')
+                code, lines = _smtp_reply(reader)
+                keywords = [line[4:].split(' ')[0].upper() for line in lines[1:]] if code == 250 else []
+                result['starttls_offered'] = 'STARTTLS' in keywords
+                if not result['starttls_offered']:
+                    return 'stop'
+                phase = 'starttls'
+                sock.sendall(b'STARTTLS\r\n')
+                _smtp_expect(reader, 220, 'STARTTLS', where)
+            phase = 'handshake'
+            with context.wrap_socket(sock, server_hostname=name) as tls:
+                return tls.getpeercert(binary_form=True) or b''
+        except ssl.SSLError as exc:
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                result['verify_error'] = exc.verify_message or _ssl_message(exc)
+            return None
+        except _TIMEOUTS:
+            if phase == 'handshake':
+                return None
+            result.update(error_code='timeout', error='%s accepted the connection but stopped answering (%s) within '
+                          '%g seconds: a firewall or proxy in between may hold port %d.' % (where, phase, self.timeout, self.port))
+            return 'stop'
+        except ProbeFailure as failure:
+            result.update(error_code=failure.code, error=failure.reason)
+            return 'stop'
+        except (OSError, _PeerClosed) as exc:
+            if phase == 'handshake':
+                return None
+            result.update(error_code='connection_closed', error='%s closed the connection during the SMTP %s (%s).' % (
+                where, phase, exc.__class__.__name__))
+            return 'stop'
+        finally:
+            sock.close()
+
+    def _trusted(self, name, address, tls_version):
+        """(trusted, why not) of the server's chain, by one more handshake that verifies it (dates excepted)."""
+        facts = {}
+        outcome = self._handshake(name, address, self.verifying[tls_version], facts)
+        if outcome is not None and outcome != 'stop':
+            return True, None
+        if outcome == 'stop':
+            return None, facts.get('error')
+        return False, facts.get('verify_error') or 'the TLS handshake failed when the certificate was verified'
+
+
+def mx_unreachable(profile):
+    """Whether this host could not talk to the MX at all (so that a verdict about it is unknown)."""
+    return profile['error_code'] in _UNREACHABLE_CODES
