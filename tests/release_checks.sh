@@ -21,7 +21,7 @@ echo "galaxy-importer: $(tail -1 "$log")"
 # The built tarball installs, and ansible-doc reads its modules from there.
 inst="$root/.tmp/installed"
 rm -rf "$inst" && .venv/bin/ansible-galaxy collection install -p "$inst" "$tarball" >/dev/null 2>&1
-for plugin in enforced_tls enforced_tls_info enforced_tls_fleet tls_check; do
+for plugin in enforced_tls enforced_tls_info enforced_tls_fleet tls_check recipient_tls_info; do
   ANSIBLE_COLLECTIONS_PATH="$inst" .venv/bin/ansible-doc "mailsec.sendgrid.$plugin" | grep -q "mailsec.sendgrid.$plugin"
 done
 ANSIBLE_COLLECTIONS_PATH="$inst" .venv/bin/ansible-doc -t inventory mailsec.sendgrid.subusers | grep -q "mailsec.sendgrid.subusers"

@@ -29,6 +29,10 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls impo
 
 PREFIX = 'enforced_tls_policy_'
 MODES = ('enforce', 'audit')
+# Every enforced_tls_policy_* variable the role and playbooks know; any other is most likely a typo.
+KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'concurrency', 'hosts', 'mode', 'result', 'impact',
+                            'impact_domains', 'max_blocked', 'impact_nameservers', 'impact_smtp_port', 'impact_ca_path',
+                            'impact_timeout'))
 
 
 def _unset(value):
@@ -45,10 +49,10 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
         args = self._task.args
-        unknown = set(args) - self._VALID_ARGS
-        if unknown:
+        unknown_args = set(args) - self._VALID_ARGS
+        if unknown_args:
             raise AnsibleActionFail('unsupported parameters: %s (supported: %s)' % (
-                ', '.join(sorted(unknown)), ', '.join(sorted(self._VALID_ARGS))))
+                ', '.join(sorted(unknown_args)), ', '.join(sorted(self._VALID_ARGS))))
         mode = args.get('mode', 'enforce')
         if mode not in MODES:
             raise AnsibleActionFail('mode must be one of %s, got %r' % (', '.join(MODES), mode))
@@ -58,12 +62,12 @@ class ActionModule(ActionBase):
         except (TypeError, ValueError) as exc:
             raise AnsibleActionFail('concurrency must be an integer and fail_on_error a boolean: %s' % exc)
         if not 1 <= concurrency <= 64:
-            raise AnsibleActionFail('concurrency must be an integer from 1 to 64, got %d' % concurrency)
+            raise AnsibleActionFail('concurrency (the role\'s %sconcurrency) must be an integer from 1 to 64, got %d' % (PREFIX, concurrency))
         hosts = args.get('hosts', task_vars.get('ansible_play_batch'))
         if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
             raise AnsibleActionFail('hosts must be a list of inventory host names, got %r' % (hosts,))
 
-        accounts, errors = self._resolve(hosts)
+        accounts, errors, unknown = self._resolve(hosts)
         if errors:
             raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- '
                                     + '\n- '.join(errors))
@@ -89,6 +93,8 @@ class ActionModule(ActionBase):
             diff=[dict(before=r['before'], after=r['enforced_tls'], before_header=r['host'], after_header=r['host'])
                   for r in report if r['changed']],
         )
+        if unknown:
+            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
         if failed and fail_on_error:
             result.update(failed=True, msg='%d of %d subusers failed: %s' % (
                 len(failed), len(report), '; '.join('%s: %s' % item for item in failed.items())))
@@ -106,8 +112,9 @@ class ActionModule(ActionBase):
             yield name, manager.get_vars(play=play, host=host, task=self._task, _hosts=names, _hosts_all=names)
 
     def _resolve(self, hosts):
-        accounts, errors = [], []
+        accounts, errors, unknown = [], [], set()
         for host, variables in self._host_vars(hosts):
+            unknown.update(name for name in variables if name.startswith(PREFIX) and name[len(PREFIX):] not in KNOWN)
             templar = self._templar.copy_with_new_env(available_variables=variables)
 
             def var(name, default=None, variables=variables, templar=templar):
@@ -117,7 +124,11 @@ class ActionModule(ActionBase):
                 policy = {field: var(field) for field in FIELDS}
                 for field in ('require_tls', 'require_valid_cert'):
                     if isinstance(policy[field], str) and not _unset(policy[field]):
-                        policy[field] = boolean(policy[field], strict=True)
+                        # Survey answers arrive as strings ("true"); anything else is named, not guessed.
+                        try:
+                            policy[field] = boolean(policy[field], strict=True)
+                        except TypeError:
+                            raise ValueError('%s%s must be a boolean (true or false), got %r' % (PREFIX, field, policy[field]))
                 desired = desired_state({k: v for k, v in policy.items() if not _unset(v)}, name_prefix=PREFIX)
                 if not desired:
                     raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
@@ -132,7 +143,7 @@ class ActionModule(ActionBase):
                 errors.append('%s: %s' % (host, exc))
                 continue
             accounts.append(dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection))
-        return accounts, errors
+        return accounts, errors, sorted(unknown)
 
     def _run_group(self, connection, group, check_mode, concurrency):
         """Converge (or, in check mode, only read) the accounts that share an endpoint and key."""

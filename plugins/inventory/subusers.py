@@ -69,6 +69,7 @@ import os
 import sys
 
 from ansible.errors import AnsibleParserError
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
@@ -108,9 +109,27 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         finally:
             client.close()
 
+    def _check_config(self, config):
+        """Refuse what Ansible's option layer would silently accept: unknown options, non-boolean words."""
+        unknown = sorted(set(config) - set(self._options))
+        if unknown:
+            raise AnsibleParserError('mailsec.sendgrid.subusers: unknown option(s) %s; supported: %s' % (
+                ', '.join(unknown), ', '.join(sorted(self._options))))
+        for name in ('include_disabled', 'validate_certs', 'strict', 'cache', 'use_extra_vars', 'leading_separator'):
+            if name in config and not isinstance(config[name], bool):
+                # Ansible reads any word it does not know as false: "validate_certs: maybe" would turn checks off.
+                try:
+                    boolean(config[name], strict=True)
+                except TypeError:
+                    raise AnsibleParserError("mailsec.sendgrid.subusers: '%s' must be a boolean (true or false), got %r"
+                                             % (name, config[name]))
+        if config.get('on_behalf_of') is not None:
+            raise AnsibleParserError("mailsec.sendgrid.subusers: 'on_behalf_of' is not supported here: "
+                                     "only the parent account can list its subusers")
+
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
-        self._read_config_data(path)
+        self._check_config(self._read_config_data(path))
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option('cache') and cache
         subusers = None

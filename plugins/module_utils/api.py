@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import math
 import random
 import ssl
 import threading
@@ -107,6 +108,11 @@ def resolve_base_url(region=None, api_url=None, prefix=''):
     """Base URL from api_url (wins) or region; refuses plain HTTP except to this machine."""
     if api_url:
         parts = urlsplit(api_url)
+        # First, and without echoing the URL: the messages below print it, and it would carry the password.
+        # (requests would also send user:password as Basic auth instead of the key.)
+        if parts.username is not None or parts.password is not None:
+            raise SendGridConfigError("%sapi_url must not carry a user name or password (user:password@); the API key is "
+                                      "the only credential" % prefix)
         if parts.scheme not in ('https', 'http') or not parts.hostname:
             raise SendGridConfigError(
                 "%sapi_url must be an https:// URL (http:// only for a loopback host such as 127.0.0.1), got %r" % (prefix, api_url))
@@ -137,7 +143,8 @@ def check_connection_params(params, prefix=''):
     resolve_base_url(params.get('region'), params.get('api_url'), prefix)
     check_on_behalf_of(params.get('on_behalf_of'), prefix + 'on_behalf_of')
     timeout = params.get('timeout')
-    if timeout is not None and not timeout > 0:
+    # inf passes "> 0" but overflows the socket layer (an OverflowError, not a clean failure); nan fails "> 0".
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise SendGridConfigError('%stimeout must be a number of seconds greater than 0, got %r' % (prefix, timeout))
     retries = params.get('max_retries')
     if retries is not None and not 0 <= retries <= 100:
@@ -187,8 +194,10 @@ class Throttle:
 class _TLS12Adapter(HTTPAdapter):
     """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+)."""
 
-    def __init__(self, **kwargs):
-        self._ssl_context = create_urllib3_context()
+    def __init__(self, validate_certs=True, **kwargs):
+        # The context must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
+        # (ValueError), and without it a context of its own would still verify.
+        self._ssl_context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
         self._ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
         super().__init__(**kwargs)
 
@@ -275,10 +284,13 @@ class SendGridClient:
         # Proxies from the environment are honoured, but never a .netrc: the key is the only credential.
         self._session.trust_env = True
         self._session.auth = None
-        adapter = _TLS12Adapter(pool_connections=2, pool_maxsize=max(pool_size, 1))
+        adapter = _TLS12Adapter(validate_certs=validate_certs, pool_connections=2, pool_maxsize=max(pool_size, 1))
         self._session.mount('https://', adapter)
         self._session.mount('http://', HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1)))
         self._session.verify = validate_certs
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's verify=False (they are set in many
+        # images and execution environments); only a per-request verify=False wins. True stays None so the bundles apply.
+        self._verify = None if validate_certs else False
         self._session.headers.update({
             'Authorization': 'Bearer %s' % api_key,
             'Accept': 'application/json',
@@ -303,7 +315,8 @@ class SendGridClient:
             self.throttle.wait(self._sleep)
             try:
                 response = self._session.request(
-                    method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False)
+                    method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False,
+                    verify=self._verify)
             except requests.exceptions.RequestException as exc:
                 if retries < self.max_retries and _is_retryable_exception(exc):
                     self._sleep(self._backoff(retries))
@@ -337,7 +350,9 @@ class SendGridClient:
             messages = _error_messages(response)
             if status == 429:
                 messages.append('rate limit still exceeded after %d retries' % retries)
-            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, messages)
+            # A 429's retries are in its message already; a 5xx says how often it was tried, as transport errors do.
+            raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, messages,
+                                   0 if status == 429 else retries)
         if not response.content:
             raise SendGridAPIError(status, response.reason, method, path, on_behalf_of,
                                    ['empty answer where a JSON body was expected'], retries)
@@ -383,6 +398,8 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
         reason = 'timed out'
     elif isinstance(exc, requests.exceptions.ConnectionError):
         reason = 'connection failed'
+    elif isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        reason = 'connection broken while reading the answer'
     else:
         reason = 'request failed'
     detail = _excerpt(str(exc), 300)

@@ -71,7 +71,7 @@ def parse_settings(answer, method):
                 if isinstance(value, bool):
                     raise ValueError
                 state[field] = normalize_version(float(value))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
                 raise SendGridError('%s %s answered version %r where 1.1, 1.2 or 1.3 was expected' % (method, PATH, value))
         elif isinstance(value, bool):
             state[field] = value

@@ -24,10 +24,10 @@ extends_documentation_fragment:
 options:
   accounts:
     description:
-      - Read several accounts in one task. Each item is a subuser's username or V(account-id <id>).
+      - Read several accounts in one task. Each item is a string, a subuser's username or V(account-id <id>).
       - Mutually exclusive with O(on_behalf_of).
     type: list
-    elements: str
+    elements: raw
   concurrency:
     description:
       - With O(accounts), how many accounts are read at the same time.
@@ -110,7 +110,8 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls impo
 def main():
     module = AnsibleModule(
         argument_spec=connection_argument_spec(
-            accounts=dict(type='list', elements='str'),
+            # raw, then checked: Ansible's str conversion would turn a dict into a subuser name and send it.
+            accounts=dict(type='list', elements='raw'),
             concurrency=dict(type='int', default=8)),
         mutually_exclusive=[('accounts', 'on_behalf_of')],
         supports_check_mode=True,

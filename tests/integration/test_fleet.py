@@ -179,3 +179,11 @@ def test_audit_writes_reports_and_fails_only_when_asked(sim, fleet, run_playbook
                           args=['-e', 'audit_report_dir=%s' % reports, '-e', 'fail_on_drift=true'], env=dict(SENDGRID_API_KEY=API_KEY))
     assert strict.rc == 2 and '%d subuser(s) drift from the policy' % len(drifted) in strict.stdout
     assert sim.count('PATCH') == 0
+
+
+def test_misspelt_variable_is_warned_about(sim, fleet, run_playbook):
+    inventory = fleet(2)[0]
+    host_vars(inventory, 'sub0001', enforced_tls_policy_verison='1.3')
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 0, run.output
+    assert 'unknown variables ignored (a typo?): enforced_tls_policy_verison' in ' '.join(run.output.split())

@@ -138,7 +138,7 @@ def test_500_is_retried_then_reported(conversation, capsys):
     result, failed = run_module(enforced_tls, dict(api_key=KEY, require_tls=True, max_retries=2), capsys)
     assert failed and len(conv.calls) == 3
     assert result['msg'] == ('SendGrid API error: HTTP 500 Internal Server Error on GET /v3/user/settings/enforced_tls: '
-                             'internal error')
+                             'internal error (after 2 retries)')
     assert len(conv.sleeps) == 2 and all(0 < s <= 2 for s in conv.sleeps)
 
 
