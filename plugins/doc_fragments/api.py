@@ -64,15 +64,20 @@ notes:
   - Every HTTPS connection requires TLS 1.2 or newer, as SendGrid does.
 """
 
-    # Attributes shared by every module.
+    # Attribute descriptions shared by every module.
     ATTRIBUTES = r"""
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying the account.
+    description: Can run in check_mode and return changed status prediction without modifying anything.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
   idempotent:
     description: When run twice with the same options, the second run changes nothing and writes nothing.
+"""
+
+    # Membership of the API modules in the group/mailsec.sendgrid.api action group.
+    ACTION_GROUP = r"""
+attributes:
   action_group:
     description: Use C(group/mailsec.sendgrid.api) in C(module_defaults) to set the connection options once for every module.
     support: full

@@ -24,6 +24,7 @@ author:
 extends_documentation_fragment:
   - mailsec.sendgrid.api
   - mailsec.sendgrid.api.attributes
+  - mailsec.sendgrid.api.action_group
 attributes:
   check_mode:
     support: full

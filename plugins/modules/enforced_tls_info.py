@@ -20,6 +20,7 @@ author:
 extends_documentation_fragment:
   - mailsec.sendgrid.api
   - mailsec.sendgrid.api.attributes
+  - mailsec.sendgrid.api.action_group
   - mailsec.sendgrid.api.info_module
 options:
   accounts:

@@ -30,14 +30,8 @@ description:
 author:
   - mailsec.sendgrid maintainers (@mailsec)
 extends_documentation_fragment:
+  - mailsec.sendgrid.api.attributes
   - mailsec.sendgrid.api.info_module
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying anything.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-  idempotent:
-    description: When run twice with the same options, the second run changes nothing.
 options:
   host:
     description:
