@@ -20,7 +20,7 @@ echo "galaxy-importer: $(tail -1 "$log")"
 
 # The built tarball installs, and ansible-doc reads its modules from there.
 inst="$root/.tmp/installed"
-rm -rf "$inst" && .venv/bin/ansible-galaxy collection install -p "$inst" "$tarball" >/dev/null 2>&1
+rm -rf "$inst" && .venv/bin/ansible-galaxy collection install --force -p "$inst" "$tarball" >/dev/null 2>&1
 for plugin in enforced_tls enforced_tls_info enforced_tls_fleet tls_check recipient_tls_info; do
   ANSIBLE_COLLECTIONS_PATH="$inst" .venv/bin/ansible-doc "mailsec.sendgrid.$plugin" | grep -q "mailsec.sendgrid.$plugin"
 done
