@@ -17,6 +17,7 @@ import email.utils
 import ipaddress
 import math
 import random
+import re
 import ssl
 import threading
 import time
@@ -386,6 +387,19 @@ def _is_retryable_exception(exc):
                             requests.exceptions.ChunkedEncodingError))
 
 
+# urllib3 prefixes its reasons with the pool or connection ("HTTPConnectionPool(host='x', port=443): "); the URL is
+# named in our own words already.
+_POOL_PREFIX = re.compile(r"^HTTPS?Connection(?:Pool)?\(host=[^)]*\): ")
+
+
+def _root_reason(exc):
+    """The innermost reason of a requests exception: "[Errno 111] Connection refused", not three nested wrappers."""
+    reason = exc.args[0] if exc.args else exc
+    # MaxRetryError (urllib3 retries are off, so it only wraps the one failure) carries the real cause in .reason.
+    reason = getattr(reason, 'reason', None) or reason
+    return _POOL_PREFIX.sub('', str(reason))
+
+
 def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
     """A readable sentence for a transport failure. Built from our own words and the exception's
     class and reason only: exception texts never carry request headers, so the key cannot leak."""
@@ -402,7 +416,7 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
         reason = 'connection broken while reading the answer'
     else:
         reason = 'request failed'
-    detail = _excerpt(str(exc), 300)
+    detail = _excerpt(_root_reason(exc), 300)
     text = 'SendGrid API unreachable: %s on %s: %s' % (reason, where, detail)
     if retries:
         text += ' (after %d retries)' % retries
