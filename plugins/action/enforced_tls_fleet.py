@@ -3,36 +3,52 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The fleet path: one task converges (or audits) every subuser host of the play.
+"""The engine of the enforced_tls_policy role, on the controller (no module start-up per subuser).
 
-A task that runs once per host costs Ansible ~20 ms per host before any HTTP
-request, so 1,000 subusers would pay ~20 s per task. This action runs once: it
-resolves each host's ``enforced_tls_policy_*`` variables on the controller (with
-Ansible's own variable precedence, so host/group vars override), validates all of
-them before any request, and converges the accounts with the same code as the
-``enforced_tls`` module's ``accounts`` batch, one client per API endpoint and key.
+Three ways to run, chosen by the role:
+
+* per host (the default): the task runs for each subuser host in that host's own task run, so
+  Ansible's host model (``when:``, includes, ``--limit``, ``serial:``, any strategy, the recap, retry
+  files, AWX host events) holds. It reads that host's variables from ``task_vars``;
+* ``mode: preflight`` (``run_once``): reads the parent account once per API endpoint and key, so a bad
+  key or an unreachable API fails the run once instead of once per subuser;
+* ``batch: true`` (``run_once``): converges every host of the play batch in one task, for fleets in
+  the thousands. It resolves the other hosts' variables itself and refuses to run where it cannot
+  know its scope (under ``when:``, a conditional include, a strategy other than linear).
+
+The preflight verdict is shared by every worker process of one ``ansible-playbook`` run through files
+in Ansible's per-run local temporary directory (removed when the run ends): whichever task reaches an
+endpoint and key first checks it, under a lock, and every later task reuses the verdict.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 
+from ansible import constants as C
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
-
-from ansible.module_utils.basic import missing_required_lib
+from ansible.utils.sentinel import Sentinel
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
-    HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_connection_params)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, converge, desired_state, run_batch
+    HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency, check_connection_params,
+    resolve_base_url)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
+    FIELDS, PATH, converge, desired_state, failures_message, run_batch)
 
 PREFIX = 'enforced_tls_policy_'
-MODES = ('enforce', 'audit')
+MODES = ('enforce', 'audit', 'preflight')
 # Every enforced_tls_policy_* variable the role and playbooks know; any other is most likely a typo.
 KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'concurrency', 'hosts', 'mode', 'result', 'impact',
                             'impact_domains', 'max_blocked', 'impact_nameservers', 'impact_smtp_port', 'impact_ca_path',
-                            'impact_timeout'))
+                            'impact_timeout', 'batch', 'preflight'))
+DEFAULT_MODE_HINT = ('leave enforced_tls_policy_batch unset (false): the default per-subuser mode honours when:, includes and '
+                     'every strategy')
 
 
 def _unset(value):
@@ -44,7 +60,7 @@ class ActionModule(ActionBase):
 
     _supports_check_mode = True
     _supports_async = False
-    _VALID_ARGS = frozenset(('mode', 'hosts', 'concurrency', 'fail_on_error'))
+    _VALID_ARGS = frozenset(('mode', 'batch', 'hosts', 'concurrency', 'fail_on_error', 'fail_on_drift'))
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
@@ -57,48 +73,141 @@ class ActionModule(ActionBase):
         if mode not in MODES:
             raise AnsibleActionFail('mode must be one of %s, got %r' % (', '.join(MODES), mode))
         try:
-            concurrency = int(args.get('concurrency', 8))
+            batch = boolean(args.get('batch', False), strict=True)
             fail_on_error = boolean(args.get('fail_on_error', True), strict=True)
-        except (TypeError, ValueError) as exc:
-            raise AnsibleActionFail('concurrency must be an integer and fail_on_error a boolean: %s' % exc)
-        if not 1 <= concurrency <= 64:
-            raise AnsibleActionFail('concurrency (the role\'s %sconcurrency) must be an integer from 1 to 64, got %d' % (PREFIX, concurrency))
+            fail_on_drift = boolean(args.get('fail_on_drift', False), strict=True)
+        except TypeError as exc:
+            raise AnsibleActionFail('batch (the role\'s %sbatch), fail_on_error and fail_on_drift must be booleans: %s'
+                                    % (PREFIX, exc))
+        if not HAS_REQUESTS:
+            raise AnsibleActionFail(missing_required_lib('requests'))
+        # An audit and a preflight only read, whatever the play's check mode says.
+        check_mode = bool(self._task.check_mode) or mode != 'enforce'
+        if mode == 'preflight':
+            return self._preflight_task(task_vars)
+        if batch or 'hosts' in args:
+            return self._run_batch(task_vars, mode, check_mode, fail_on_error)
+        return self._run_host(task_vars, mode, check_mode, fail_on_drift and mode == 'audit')
+
+    # -- per host ---------------------------------------------------------------------------------------------------
+
+    def _run_host(self, task_vars, mode, check_mode, fail_on_drift):
+        host = task_vars['inventory_hostname']
+        try:
+            account, unknown = resolve_account(host, task_vars, self._templar)
+        except ValueError as exc:
+            return dict(failed=True, changed=False, msg='invalid Enforced TLS policy variables, nothing was sent to SendGrid: %s'
+                        % exc)
+        result = self._preflighted(account, host)
+        if not result['failed']:
+            result = self._converge_group(account['connection'], [account], check_mode, 1)[host]
+        result = host_result(result, mode, bool(self._task.check_mode))
+        result['host'] = host
+        if fail_on_drift and result.get('changes'):
+            result.update(failed=True, msg='drifts from the policy: %s' % ', '.join(
+                '%s is %s, the policy wants %s' % (field, d['current'], d['desired']) for field, d in result['differences'].items()))
+        if unknown:
+            # No host name in it: Ansible shows an identical warning once, not once per subuser.
+            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
+        return result
+
+    # -- preflight --------------------------------------------------------------------------------------------------
+
+    def _preflight_task(self, task_vars):
+        host = task_vars['inventory_hostname']
+        try:
+            account = resolve_account(host, task_vars, self._templar)[0]
+        except ValueError:
+            # The per-host task names the variable under the host's own name; a preflight has nothing to check yet.
+            return dict(changed=False, skipped=True, msg='no valid connection variables on %s: nothing to check' % host)
+        verdict = preflight_once(account['connection'], host)
+        if not verdict['ok']:
+            return dict(failed=True, changed=False, msg=verdict['msg'])
+        return dict(changed=False, msg='SendGrid answered the parent account read on %s' % verdict['endpoint'])
+
+    def _preflighted(self, account, host):
+        verdict = preflight_once(account['connection'], host)
+        if verdict['ok']:
+            return dict(failed=False)
+        if verdict['host'] == host:
+            return dict(failed=True, changed=False, status='failed', msg=verdict['msg'])
+        return dict(failed=True, changed=False, status='failed',
+                    msg='not attempted (no request was sent for this subuser): %s' % verdict['msg'])
+
+    # -- batch ------------------------------------------------------------------------------------------------------
+
+    def _run_batch(self, task_vars, mode, check_mode, fail_on_error):
+        self._refuse_unscoped_batch()
+        args = self._task.args
         hosts = args.get('hosts', task_vars.get('ansible_play_batch'))
         if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
             raise AnsibleActionFail('hosts must be a list of inventory host names, got %r' % (hosts,))
+        try:
+            concurrency = check_concurrency(args.get('concurrency', 8), PREFIX + 'concurrency')
+        except ValueError as exc:
+            raise AnsibleActionFail(str(exc))
 
-        accounts, errors, unknown = self._resolve(hosts)
+        accounts, errors, unknown = [], [], set()
+        for host, variables in self._host_vars(hosts):
+            try:
+                account, unknown_here = resolve_account(host, variables, self._templar.copy_with_new_env(available_variables=variables))
+            except ValueError as exc:
+                errors.append('%s: %s' % (host, exc))
+                continue
+            unknown.update(unknown_here)
+            accounts.append(account)
         if errors:
-            raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- '
-                                    + '\n- '.join(errors))
+            raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- ' + '\n- '.join(errors))
 
-        if not HAS_REQUESTS:
-            raise AnsibleActionFail(missing_required_lib('requests'))
-        # An audit only reads: exactly one GET per account, whatever the play's check mode says.
-        check_mode = bool(self._task.check_mode) or mode == 'audit'
         results = {}
         for connection, group in _by_connection(accounts).items():
-            results.update(self._run_group(connection, group, check_mode, concurrency))
+            verdict = self._preflighted(group[0], group[0]['host'])
+            if verdict['failed']:
+                results.update((account['host'], dict(verdict)) for account in group)
+            else:
+                results.update(self._converge_group(dict(connection), group, check_mode, concurrency))
 
-        report = [dict(results[host], host=host) for host in hosts]
-        summary = _summary(report)
+        report = [dict(host_result(results[host], mode, bool(self._task.check_mode)), host=host) for host in hosts]
         failed = {r['host']: r['msg'] for r in report if r['failed']}
+        # Under serial:, a failing task here would end the play for later batches too: failures are kept for the
+        # run and reported by the role after the play's last batch.
+        failed_all, last_batch = record_batch(self._task.get_play(), hosts, failed, task_vars.get('ansible_play_hosts', hosts))
         result = dict(
             changed=mode == 'enforce' and any(r['changed'] for r in report),
             mode=mode,
             check_mode=check_mode,
             results=report,
-            summary=summary,
+            summary=_summary(report),
             failed_hosts=failed,
-            diff=[dict(before=r['before'], after=r['enforced_tls'], before_header=r['host'], after_header=r['host'])
-                  for r in report if r['changed']],
+            failed_hosts_all=failed_all,
+            last_batch=last_batch,
+            diff=[dict(r['diff'], before_header=r['host'], after_header=r['host']) for r in report if r.get('diff')],
         )
         if unknown:
-            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
+            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(sorted(unknown))]
         if failed and fail_on_error:
-            result.update(failed=True, msg='%d of %d subusers failed: %s' % (
-                len(failed), len(report), '; '.join('%s: %s' % item for item in failed.items())))
+            result.update(failed=True, msg=failures_message(failed, len(report), 'subusers'))
         return result
+
+    def _refuse_unscoped_batch(self):
+        """Batch mode works on the whole play batch; refuse (before any request) where that is not the task's scope."""
+        task = self._task
+        if not task.run_once:
+            raise AnsibleActionFail('batch mode must run with run_once: true (it converges every host of the play batch); '
+                                    + DEFAULT_MODE_HINT)
+        strategy = (task.get_play().strategy or C.DEFAULT_STRATEGY).rsplit('.', 1)[-1]
+        if strategy != 'linear':
+            raise AnsibleActionFail('batch mode (enforced_tls_policy_batch) is refused under the %r strategy: it works for '
+                                    'the whole play batch at once, which only the linear strategy keeps together; %s'
+                                    % (strategy, DEFAULT_MODE_HINT))
+        conditions, include = _scope_conditions(task)
+        if conditions:
+            raise AnsibleActionFail('batch mode (enforced_tls_policy_batch) is refused under a when: condition (%s): it would '
+                                    'converge every host of the play batch, including hosts the condition leaves out; %s'
+                                    % ('; '.join(str(c) for c in conditions), DEFAULT_MODE_HINT))
+        if include is not None:
+            raise AnsibleActionFail('batch mode (enforced_tls_policy_batch) is refused inside %s with a loop: its scope is '
+                                    'not the play batch; %s' % (include, DEFAULT_MODE_HINT))
 
     def _host_vars(self, names):
         """Each host's variables as Ansible would give them to a task of this play on that host."""
@@ -109,49 +218,16 @@ class ActionModule(ActionBase):
             host = inventory.get_host(name)
             if host is None:
                 raise AnsibleActionFail('hosts: %r is not in the inventory' % name)
-            yield name, manager.get_vars(play=play, host=host, task=self._task, _hosts=names, _hosts_all=names)
+            yield name, play_vars_for_host(manager, play, host, self._task, names)
 
-    def _resolve(self, hosts):
-        accounts, errors, unknown = [], [], set()
-        for host, variables in self._host_vars(hosts):
-            unknown.update(name for name in variables if name.startswith(PREFIX) and name[len(PREFIX):] not in KNOWN)
-            templar = self._templar.copy_with_new_env(available_variables=variables)
+    # -- shared -----------------------------------------------------------------------------------------------------
 
-            def var(name, default=None, variables=variables, templar=templar):
-                return templar.template(variables[PREFIX + name]) if PREFIX + name in variables else default
-
-            try:
-                policy = {field: var(field) for field in FIELDS}
-                for field in ('require_tls', 'require_valid_cert'):
-                    if isinstance(policy[field], str) and not _unset(policy[field]):
-                        # Survey answers arrive as strings ("true"); anything else is named, not guessed.
-                        try:
-                            policy[field] = boolean(policy[field], strict=True)
-                        except TypeError:
-                            raise ValueError('%s%s must be a boolean (true or false), got %r' % (PREFIX, field, policy[field]))
-                desired = desired_state({k: v for k, v in policy.items() if not _unset(v)}, name_prefix=PREFIX)
-                if not desired:
-                    raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
-                on_behalf_of = var('on_behalf_of', host)
-                connection = dict(
-                    api_key=var('api_key') or os.environ.get('SENDGRID_API_KEY'),
-                    region=var('region') or variables.get('sendgrid_region') or 'global',
-                    api_url=var('api_url') or os.environ.get('SENDGRID_API_URL') or None,
-                )
-                check_connection_params(dict(connection, on_behalf_of=on_behalf_of or None), prefix=PREFIX)
-            except (ValueError, TypeError, SendGridConfigError) as exc:
-                errors.append('%s: %s' % (host, exc))
-                continue
-            accounts.append(dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection))
-        return accounts, errors, sorted(unknown)
-
-    def _run_group(self, connection, group, check_mode, concurrency):
-        """Converge (or, in check mode, only read) the accounts that share an endpoint and key."""
-        # In this process, not through a module run: the fleet pays no module start-up, only the HTTP requests.
+    def _converge_group(self, connection, group, check_mode, concurrency):
+        """Converge (or, in check mode, only read) accounts that share an endpoint and key."""
         try:
-            client = SendGridClient(pool_size=concurrency, **dict(connection))
+            client = SendGridClient(pool_size=concurrency, **connection)
         except SendGridError as exc:
-            outcome = [dict(failed=True, changed=False, status='failed', msg=str(exc), on_behalf_of=a['on_behalf_of']) for a in group]
+            outcome = [dict(failed=True, changed=False, status='failed', msg=str(exc)) for dummy in group]
         else:
             try:
                 outcome = run_batch(lambda account: converge(client, account['desired'], account['on_behalf_of'], check_mode),
@@ -160,20 +236,178 @@ class ActionModule(ActionBase):
                 client.close()
         results = {}
         for account, result in zip(group, outcome):
-            result['desired'] = account['desired']
-            if not result['failed']:
-                result['compliant'] = not result['changes']
-                result['differences'] = {field: dict(current=result['before'][field], desired=value)
-                                         for field, value in result['changes'].items()}
+            result.update(desired=account['desired'], on_behalf_of=account['on_behalf_of'])
             results[account['host']] = result
         return results
+
+
+def play_vars_for_host(manager, play, host, task, names):
+    """VariableManager.get_vars for another host of the play (batch mode only).
+
+    ``_hosts``/``_hosts_all`` spare Ansible from listing the play's hosts once per host (~0.3 s instead of
+    minutes for 1,000 hosts); ansible-core calls them private, so an ansible-core without them gets the
+    plain call, which is slower but gives the same variables.
+    """
+    try:
+        return manager.get_vars(play=play, host=host, task=task, _hosts=names, _hosts_all=names)
+    except TypeError:
+        return manager.get_vars(play=play, host=host, task=task)
+
+
+def _own(node, name):
+    """A playbook object's own value of an attribute, not the one it inherits from its parents."""
+    value = getattr(node, '_' + name, Sentinel)
+    if value is Sentinel:  # ansible-core releases that keep attributes in a dict
+        value = getattr(node, '_attributes', {}).get(name, Sentinel)
+    return None if value is Sentinel else value
+
+
+def _scope_conditions(task):
+    """The when: conditions the task inherits (blocks, includes, imports, roles: entries), and a looping include."""
+    conditions, include, seen = [], None, set()
+    nodes = [task._parent, task._role]  # pylint: disable=protected-access
+    while nodes:
+        node = nodes.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        own = _own(node, 'when')
+        if own:
+            conditions.extend(own if isinstance(own, list) else [own])
+        if _own(node, 'loop') is not None:
+            include = getattr(node, 'action', 'an include')
+        nodes.extend((getattr(node, '_parent', None), getattr(node, '_role', None)))
+        nodes.extend(getattr(node, '_parents', None) or ())
+        nodes.extend(getattr(node, '_dep_chain', None) or ())
+    return conditions, include
+
+
+def resolve_account(host, variables, templar):
+    """One host's account, policy and connection from its enforced_tls_policy_* variables (ValueError names the variable)."""
+    unknown = sorted(name for name in variables if name.startswith(PREFIX) and name[len(PREFIX):] not in KNOWN)
+
+    def var(name, default=None):
+        return templar.template(variables[PREFIX + name]) if PREFIX + name in variables else default
+
+    try:
+        policy = {field: var(field) for field in FIELDS}
+        for field in ('require_tls', 'require_valid_cert'):
+            if isinstance(policy[field], str) and not _unset(policy[field]):
+                # Survey answers arrive as strings ("true"); anything else is named, not guessed.
+                try:
+                    policy[field] = boolean(policy[field], strict=True)
+                except TypeError:
+                    raise ValueError('%s%s must be a boolean (true or false), got %r' % (PREFIX, field, policy[field]))
+        desired = desired_state({k: v for k, v in policy.items() if not _unset(v)}, name_prefix=PREFIX)
+        if not desired:
+            raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
+        on_behalf_of = var('on_behalf_of', host)
+        connection = dict(
+            api_key=var('api_key') or os.environ.get('SENDGRID_API_KEY'),
+            region=var('region') or variables.get('sendgrid_region') or 'global',
+            api_url=var('api_url') or os.environ.get('SENDGRID_API_URL') or None,
+        )
+        check_connection_params(dict(connection, on_behalf_of=on_behalf_of or None), prefix=PREFIX)
+        concurrency = check_concurrency(var('concurrency', 8), PREFIX + 'concurrency')
+    except (TypeError, SendGridConfigError) as exc:
+        raise ValueError(str(exc))
+    return dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection,
+                concurrency=concurrency), unknown
+
+
+def host_result(result, mode, task_check_mode):
+    """One account's outcome as an Ansible task result: changed, diff, failed and msg under the host's own name."""
+    result = dict(result)
+    if result['failed']:
+        result['changed'] = False
+        return result
+    result['compliant'] = not result['changes']
+    result['differences'] = {field: dict(current=result['before'][field], desired=value)
+                             for field, value in result['changes'].items()}
+    # An audit never writes: it reports drift as a change only in check mode, where "changed" means "would change".
+    result['changed'] = bool(result['changes']) and (mode == 'enforce' or task_check_mode)
+    if result['changes']:
+        result['diff'] = dict(before=result['before'], after=result['enforced_tls'])
+    return result
+
+
+# -- the preflight, once per endpoint and key for the whole ansible-playbook run --------------------------------------
+
+def _run_dir():
+    # Ansible's per-run local temporary directory: created by the ansible-playbook process before it forks its workers,
+    # private to the user (0700) and removed when the run ends.
+    path = os.path.join(C.DEFAULT_LOCAL_TMP, 'mailsec_sendgrid')
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _fingerprint(connection):
+    # The key is never written down: only a salted hash of endpoint and key names the verdict's file.
+    endpoint = resolve_base_url(connection.get('region'), connection.get('api_url'))
+    material = json.dumps([C.DEFAULT_LOCAL_TMP, endpoint, connection['api_key']])
+    return hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:32], endpoint
+
+
+def preflight_once(connection, host):
+    """The run's verdict on an endpoint and key: {'ok', 'msg', 'host', 'endpoint'}; the first caller does the request."""
+    fingerprint, endpoint = _fingerprint(connection)
+    path = os.path.join(_run_dir(), 'preflight-%s' % fingerprint)
+    with open(path + '.lock', 'a', encoding='utf-8') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            try:
+                with open(path + '.json', encoding='utf-8') as verdict_file:
+                    return json.load(verdict_file)
+            except (OSError, ValueError):
+                pass
+            verdict = dict(ok=True, msg='', host=host, endpoint=endpoint)
+            try:
+                client = SendGridClient(**connection)
+                try:
+                    client.request('GET', PATH)
+                finally:
+                    client.close()
+            except SendGridError as exc:
+                verdict.update(ok=False, msg='preflight of %s failed (it reads the parent account once for every subuser '
+                                             'with this API key and endpoint): %s' % (endpoint, exc))
+            _write_json(path + '.json', verdict)
+            return verdict
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def record_batch(play, hosts, failed, play_hosts):
+    """Remember this batch's hosts and failures for the run; return every failure so far and whether the batch is the last."""
+    path = os.path.join(_run_dir(), 'batch-%s' % hashlib.sha256(str(play._uuid).encode()).hexdigest()[:16])  # pylint: disable=protected-access
+    with open(path + '.lock', 'a', encoding='utf-8') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            try:
+                with open(path + '.json', encoding='utf-8') as state_file:
+                    state = json.load(state_file)
+            except (OSError, ValueError):
+                state = dict(processed=[], failed={})
+            state['processed'] = sorted(set(state['processed']) | set(hosts))
+            state['failed'].update(failed)
+            _write_json(path + '.json', state)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    # ansible_play_hosts holds every host of the play still in the game, later serial batches included.
+    last = set(play_hosts) <= set(state['processed'])
+    return state['failed'], last
+
+
+def _write_json(path, data):
+    tmp = path + '.tmp'
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w', encoding='utf-8') as handle:
+        json.dump(data, handle)
+    os.replace(tmp, path)
 
 
 def _by_connection(accounts):
     groups = {}
     for account in accounts:
-        key = tuple(sorted(account['connection'].items()))
-        groups.setdefault(key, []).append(account)
+        groups.setdefault(tuple(sorted(account['connection'].items())), []).append(account)
     return groups
 
 

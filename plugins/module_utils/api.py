@@ -152,6 +152,19 @@ def check_connection_params(params, prefix=''):
         raise SendGridConfigError('%smax_retries must be an integer from 0 to 100, got %r' % (prefix, retries))
 
 
+def check_concurrency(value, name='concurrency'):
+    """How many accounts a batch works on at once: an integer from 1 to 64 (ValueError names the option)."""
+    try:
+        if isinstance(value, (bool, float)):
+            raise ValueError
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ValueError('%s must be an integer from 1 to 64, got %r' % (name, value))
+    if not 1 <= number <= 64:
+        raise ValueError('%s must be an integer from 1 to 64, got %d' % (name, number))
+    return number
+
+
 def check_on_behalf_of(value, name):
     if value is None:
         return

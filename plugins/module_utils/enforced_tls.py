@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
+from ansible.module_utils.parsing.convert_bool import boolean
+
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError, check_on_behalf_of
 
 PATH = '/v3/user/settings/enforced_tls'
 FIELDS = ('require_tls', 'require_valid_cert', 'version')
@@ -55,6 +57,34 @@ def desired_state(options, name_prefix=''):
             raise ValueError('%s%s must be a boolean (true or false), got %r' % (name_prefix, field, value))
         desired[field] = value
     return desired
+
+
+def account_items(items):
+    """O(accounts) of both modules: plain usernames or dicts, as dicts {on_behalf_of[, policy fields]}.
+
+    Both modules take the same shapes, so one list serves both (enforced_tls_info ignores the policy keys).
+    """
+    allowed = ('on_behalf_of',) + FIELDS
+    accounts = []
+    for index, item in enumerate(items):
+        name = 'accounts[%d]' % index
+        if isinstance(item, str):
+            item = dict(on_behalf_of=item)
+        elif not isinstance(item, dict):
+            raise ValueError('%s must be a subuser username or a dict with the keys %s, got %r' % (name, ', '.join(allowed), item))
+        unknown = sorted(set(item) - set(allowed))
+        if unknown:
+            raise ValueError('%s has unsupported key(s) %s; allowed: %s' % (name, ', '.join(unknown), ', '.join(allowed)))
+        item = dict(item)
+        check_on_behalf_of(item.get('on_behalf_of'), name + '.on_behalf_of')
+        for field in ('require_tls', 'require_valid_cert'):
+            if isinstance(item.get(field), str):
+                try:
+                    item[field] = boolean(item[field], strict=True)
+                except TypeError:
+                    raise ValueError('%s.%s must be a boolean (true or false), got %r' % (name, field, item[field]))
+        accounts.append(item)
+    return accounts
 
 
 def parse_settings(answer, method):
@@ -131,6 +161,11 @@ def run_batch(work, accounts, concurrency):
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(accounts) or 1))) as pool:
         return list(pool.map(one, accounts))
+
+
+def failures_message(failed, total, what='accounts', verb='failed'):
+    """'2 of 40 accounts failed: a: why; b: why' -- the one wording of a batch's failures."""
+    return '%d of %d %s %s: %s' % (len(failed), total, what, verb, '; '.join('%s: %s' % item for item in failed.items()))
 
 
 def account_label(on_behalf_of):

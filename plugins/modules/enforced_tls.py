@@ -54,25 +54,15 @@ options:
     type: raw
   accounts:
     description:
-      - Converge several accounts in one task. Each item names an account and may override the top-level
-        O(require_tls), O(require_valid_cert) and O(version), which act as the policy for every item.
+      - Converge several accounts in one task. The top-level O(require_tls), O(require_valid_cert) and O(version)
+        act as the policy for every item.
+      - Each item is either a string, a subuser's username or V(account-id <id>), or a dict with the key
+        C(on_behalf_of) (the same; left out or V(null) for the parent account) and any of C(require_tls),
+        C(require_valid_cert) and C(version) to override the policy for that account. Any other key is refused.
+      - The same shapes as M(mailsec.sendgrid.enforced_tls_info)'s O(mailsec.sendgrid.enforced_tls_info#module:accounts).
       - Mutually exclusive with O(on_behalf_of).
     type: list
-    elements: dict
-    suboptions:
-      on_behalf_of:
-        description:
-          - The subuser's username, or V(account-id <id>). Leave it out (or V(null)) for the parent account.
-        type: str
-      require_tls:
-        description: Overrides O(require_tls) for this account.
-        type: bool
-      require_valid_cert:
-        description: Overrides O(require_valid_cert) for this account.
-        type: bool
-      version:
-        description: Overrides O(version) for this account.
-        type: raw
+    elements: raw
   concurrency:
     description:
       - With O(accounts), how many accounts are converged at the same time.
@@ -195,18 +185,18 @@ results:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
-    SendGridConfigError, SendGridError, check_on_behalf_of, client_from_module, connection_argument_spec)
+    SendGridConfigError, SendGridError, check_concurrency, client_from_module, connection_argument_spec)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
-    FIELDS, POLICY_ARGUMENT_SPEC, account_label, converge, desired_state, diff_entry, run_batch)
+    FIELDS, POLICY_ARGUMENT_SPEC, account_items, account_label, converge, desired_state, diff_entry, failures_message,
+    run_batch)
 
 
 def batch_accounts(params):
     """Each account's desired settings: the top-level policy with the item's overrides."""
     policy = {field: params[field] for field in FIELDS}
     accounts = []
-    for index, item in enumerate(params['accounts']):
+    for index, item in enumerate(account_items(params['accounts'])):
         name = 'accounts[%d].' % index
-        check_on_behalf_of(item.get('on_behalf_of'), name + 'on_behalf_of')
         merged = dict(policy, **{field: item[field] for field in FIELDS if item.get(field) is not None})
         desired = desired_state(merged, name)
         if not desired:
@@ -219,7 +209,8 @@ def batch_accounts(params):
 def main():
     module = AnsibleModule(
         argument_spec=connection_argument_spec(
-            accounts=dict(type='list', elements='dict', options=dict(on_behalf_of=dict(type='str'), **POLICY_ARGUMENT_SPEC)),
+            # raw, then checked by account_items: usernames and dicts alike, as enforced_tls_info takes them.
+            accounts=dict(type='list', elements='raw'),
             concurrency=dict(type='int', default=8),
             **POLICY_ARGUMENT_SPEC),
         mutually_exclusive=[('accounts', 'on_behalf_of')],
@@ -234,8 +225,7 @@ def main():
             accounts = None
         else:
             accounts = batch_accounts(params)
-        if not 1 <= params['concurrency'] <= 64:
-            raise ValueError('concurrency must be an integer from 1 to 64, got %d' % params['concurrency'])
+        check_concurrency(params['concurrency'])
     except (ValueError, SendGridConfigError) as exc:
         module.fail_json(msg=str(exc))
 
@@ -258,9 +248,8 @@ def main():
         diff=[diff_entry(r, full=True) for r in results if r['changed']],
     )
     if failed:
-        module.fail_json(msg='%d of %d accounts failed: %s' % (
-            len(failed), len(results), '; '.join('%s: %s' % (account_label(r['on_behalf_of']), r['msg']) for r in failed)),
-            **output)
+        module.fail_json(msg=failures_message({account_label(r['on_behalf_of']): r['msg'] for r in failed}, len(results)),
+                         **output)
     module.exit_json(**output)
 
 

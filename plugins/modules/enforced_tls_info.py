@@ -25,7 +25,10 @@ extends_documentation_fragment:
 options:
   accounts:
     description:
-      - Read several accounts in one task. Each item is a string, a subuser's username or V(account-id <id>).
+      - Read several accounts in one task. Each item is a string, a subuser's username or V(account-id <id>),
+        or a dict with the key C(on_behalf_of) (the same; left out or V(null) for the parent account), so that the
+        O(mailsec.sendgrid.enforced_tls#module:accounts) list of M(mailsec.sendgrid.enforced_tls) can be read back
+        as it is (its C(require_tls), C(require_valid_cert) and C(version) keys are ignored here; other keys are refused).
       - Mutually exclusive with O(on_behalf_of).
     type: list
     elements: raw
@@ -104,8 +107,9 @@ results:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
-    SendGridConfigError, SendGridError, check_on_behalf_of, client_from_module, connection_argument_spec)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import account_label, read, run_batch
+    SendGridConfigError, SendGridError, check_concurrency, client_from_module, connection_argument_spec)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
+    account_items, account_label, failures_message, read, run_batch)
 
 
 def main():
@@ -119,10 +123,8 @@ def main():
     )
     params = module.params
     try:
-        for index, name in enumerate(params['accounts'] or []):
-            check_on_behalf_of(name, 'accounts[%d]' % index)
-        if not 1 <= params['concurrency'] <= 64:
-            raise ValueError('concurrency must be an integer from 1 to 64, got %d' % params['concurrency'])
+        accounts = [dict(on_behalf_of=item.get('on_behalf_of')) for item in account_items(params['accounts'] or [])]
+        check_concurrency(params['concurrency'])
     except (ValueError, SendGridConfigError) as exc:
         module.fail_json(msg=str(exc))
 
@@ -135,12 +137,11 @@ def main():
             module.fail_json(msg=str(exc))
 
     results = run_batch(lambda account: dict(changed=False, enforced_tls=read(client, account['on_behalf_of'])),
-                        [dict(on_behalf_of=name) for name in params['accounts']], params['concurrency'])
+                        accounts, params['concurrency'])
     failed = [r for r in results if r['failed']]
     if failed:
-        module.fail_json(msg='%d of %d accounts could not be read: %s' % (
-            len(failed), len(results), '; '.join('%s: %s' % (account_label(r['on_behalf_of']), r['msg']) for r in failed)),
-            changed=False, results=results)
+        module.fail_json(msg=failures_message({account_label(r['on_behalf_of']): r['msg'] for r in failed}, len(results),
+                                              verb='could not be read'), changed=False, results=results)
     module.exit_json(changed=False, results=results)
 
 
