@@ -33,12 +33,6 @@ options:
       - C(http://) is refused unless the host is loopback (V(127.0.0.1), V(::1), V(localhost)).
       - If not set, the environment variable E(SENDGRID_API_URL) is used.
     type: str
-  on_behalf_of:
-    description:
-      - Act on a subuser (its username) or a customer account (V(account-id <id>)) with the parent's key.
-        Sent as the C(on-behalf-of) header.
-      - Leave it out to address the parent account itself; an empty string is refused.
-    type: str
   timeout:
     description:
       - Seconds to wait for each HTTP request.
@@ -62,6 +56,17 @@ requirements:
   - requests (Python library)
 notes:
   - Every HTTPS connection requires TLS 1.2 or newer, as SendGrid does.
+"""
+
+    # The account a module acts on (the inventory plugin lists the parent's subusers: it has no such option).
+    ON_BEHALF_OF = r"""
+options:
+  on_behalf_of:
+    description:
+      - Act on a subuser (its username) or a customer account (V(account-id <id>)) with the parent's key.
+        Sent as the C(on-behalf-of) header.
+      - Leave it out to address the parent account itself; an empty string is refused.
+    type: str
 """
 
     # Attribute descriptions shared by every module.

@@ -123,9 +123,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 except TypeError:
                     raise AnsibleParserError("mailsec.sendgrid.subusers: '%s' must be a boolean (true or false), got %r"
                                              % (name, config[name]))
-        if config.get('on_behalf_of') is not None:
-            raise AnsibleParserError("mailsec.sendgrid.subusers: 'on_behalf_of' is not supported here: "
-                                     "only the parent account can list its subusers")
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)

@@ -23,6 +23,7 @@ author:
   - mailsec.sendgrid maintainers (@mailsec)
 extends_documentation_fragment:
   - mailsec.sendgrid.api
+  - mailsec.sendgrid.api.on_behalf_of
   - mailsec.sendgrid.api.attributes
   - mailsec.sendgrid.api.action_group
 attributes:

@@ -8,23 +8,29 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: enforced_tls_fleet
-short_description: Converge or audit the Enforced TLS settings of every subuser host of the play in one task
+short_description: The engine of the enforced_tls_policy role - converge, audit or preflight subuser hosts on the controller
 version_added: 0.1.0
 description:
-  - The engine of the P(mailsec.sendgrid.enforced_tls_policy#role) role, usable on its own.
-  - Runs once (it is an action plugin working on the controller) for a list of inventory hosts, by default
-    the hosts of the current play batch, so C(--limit) and AWX limits and job slices apply.
-  - For each host it reads the variables C(enforced_tls_policy_require_tls), C(enforced_tls_policy_require_valid_cert),
+  - The engine of the P(mailsec.sendgrid.enforced_tls_policy#role) role, usable on its own. It is an action plugin: it
+    works on the controller, with no module start-up per subuser.
+  - For a host it reads the variables C(enforced_tls_policy_require_tls), C(enforced_tls_policy_require_valid_cert),
     C(enforced_tls_policy_version), C(enforced_tls_policy_api_key), C(enforced_tls_policy_region),
-    C(enforced_tls_policy_api_url) and C(enforced_tls_policy_on_behalf_of) exactly as a task on that host would see them
-    (host and group variables override play-wide ones as usual), and validates all of them before any HTTP request.
+    C(enforced_tls_policy_api_url) and C(enforced_tls_policy_on_behalf_of) as a task on that host sees them
+    (host and group variables override play-wide ones as usual), and validates them before any HTTP request.
     An error names the variable and the host.
   - Unset variables mean "not managed". C(enforced_tls_policy_on_behalf_of) defaults to the host name, and an empty string
     addresses the parent account. C(enforced_tls_policy_region) defaults to the host's C(sendgrid_region), else V(global).
     C(enforced_tls_policy_api_key) and C(enforced_tls_policy_api_url) default to E(SENDGRID_API_KEY) and E(SENDGRID_API_URL).
-  - Then it converges the accounts on the controller, with the same code as M(mailsec.sendgrid.enforced_tls) and its
-    O(mailsec.sendgrid.enforced_tls#module:accounts), one HTTP client per API endpoint and key, O(concurrency) accounts
-    at a time. That makes one GET per account, a PATCH only where something differs, and none in check mode.
+  - By default it works on the host it runs for, in that host's own task run, so C(when:), includes, C(--limit),
+    C(serial:), every strategy, the PLAY RECAP and AWX host events hold. One GET per subuser, a PATCH only where
+    something differs, none in check mode.
+  - Before its first subuser, each endpoint and key is checked once per C(ansible-playbook) run by reading the parent
+    account (O(mode=preflight) does it up front). When that fails (HTTP 401/403, an unreachable API), no request is made
+    for any subuser with that endpoint and key; they fail as "not attempted" with the preflight's reason.
+  - With O(batch=true) and C(run_once), it converges every host of the play batch (or O(hosts)) in one task, O(concurrency)
+    accounts at a time, one HTTP client per API endpoint and key. It refuses, before any request, to run under a
+    C(when:) condition (its own, a block's, an include's, an import's or a C(roles:) entry's), inside a looping include,
+    or under a strategy other than C(linear).
 requirements:
   - requests (Python library) on the controller
 author:
@@ -35,38 +41,54 @@ attributes:
     description: Can run in check_mode and return changed status prediction without modifying the accounts.
   diff_mode:
     support: full
-    description: Returns one diff per changed (or, in check mode, would-be changed) account.
+    description: Returns the diff of each changed (or, in check mode, would-be changed) account.
   idempotent:
     support: full
     description: When run twice with the same variables, the second run changes nothing and writes nothing.
   bypass_host_loop:
     support: none
-    description: Runs for the host it is given; use C(run_once) so that it runs once for the whole play.
+    description: Runs for the host it is given; batch mode needs C(run_once) so that it runs once for the whole play.
 options:
   mode:
     description:
-      - V(enforce) converges the accounts. V(audit) only reads them (as in check mode) and reports drift.
+      - V(enforce) converges the accounts.
+      - V(audit) only reads them and reports drift; a drifted account is V(changed) only in check mode
+        (where "changed" means "would change").
+      - V(preflight) reads the parent account once for the endpoint and key of the host it runs on, and fails when that
+        read fails. Use it with C(run_once).
     type: str
-    choices: [enforce, audit]
+    choices: [enforce, audit, preflight]
     default: enforce
+  batch:
+    description:
+      - Work on every host of the play batch (or O(hosts)) in one task. Needs C(run_once). See the description for where
+        it refuses to run.
+    type: bool
+    default: false
   hosts:
     description:
-      - The inventory hosts to work on. Defaults to the current play batch (C(ansible_play_batch)).
+      - Batch mode only. The inventory hosts to work on. Defaults to the current play batch (C(ansible_play_batch)).
     type: list
     elements: str
   concurrency:
     description:
-      - How many accounts are worked on at the same time. The workers share one rate-limit pause.
+      - Batch mode only. How many accounts are worked on at the same time. The workers share one rate-limit pause.
     type: int
     default: 8
   fail_on_error:
     description:
-      - Fail the task when any account failed. When V(false), failures are only reported in RV(failed_hosts)
-        (the role does that, then fails at the end with a summary).
+      - Batch mode only. Fail the task when any account failed. When V(false), failures are only reported in
+        RV(failed_hosts) and RV(failed_hosts_all) (the role does that, then fails after the play's last batch).
     type: bool
     default: true
+  fail_on_drift:
+    description:
+      - With O(mode=audit), fail a host whose account drifts from its policy (it is still reported).
+    type: bool
+    default: false
 notes:
-  - Use it with C(run_once) (the role does).
+  - The preflight verdicts are kept in Ansible's per-run local temporary directory (E(ANSIBLE_LOCAL_TEMP)), never with
+    the key, and removed when the run ends.
 seealso:
   - module: mailsec.sendgrid.enforced_tls
   - ref: mailsec.sendgrid.enforced_tls_policy
@@ -74,77 +96,93 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Converge every subuser of the play in one task
+- name: Check the key and endpoint once
   mailsec.sendgrid.enforced_tls_fleet:
-    concurrency: 16
+    mode: preflight
   run_once: true
-  register: fleet
 
-- name: Report drift without changing anything
+- name: Converge each subuser host of the play
+  mailsec.sendgrid.enforced_tls_fleet:
+  register: converged
+
+- name: Report drift without changing anything, failing the subusers that drift
   mailsec.sendgrid.enforced_tls_fleet:
     mode: audit
+    fail_on_drift: true
+
+- name: Converge every subuser of the play batch in one task (batch mode)
+  mailsec.sendgrid.enforced_tls_fleet:
+    batch: true
+    concurrency: 16
     fail_on_error: false
   run_once: true
-  register: drift
+  register: fleet
 """
 
 RETURN = r"""
+host:
+  description: The inventory host (per-host runs).
+  returned: per host
+  type: str
+  sample: sub0001
+on_behalf_of:
+  description: The account addressed (null for the parent).
+  returned: per host
+  type: str
+  sample: sub0001
+status:
+  description: V(compliant), V(changed), V(would_change) (check mode and audit) or V(failed).
+  returned: per host
+  type: str
+  sample: would_change
+desired:
+  description: The managed settings, as resolved for this host.
+  returned: per host, unless its variables are invalid
+  type: dict
+  sample: {"require_tls": true, "version": "1.2"}
+before:
+  description: The settings read.
+  returned: per host, unless failed
+  type: dict
+enforced_tls:
+  description: The settings after (predicted in check mode and audit).
+  returned: per host, unless failed
+  type: dict
+changes:
+  description: The settings that differ from the policy (written, unless check mode or audit).
+  returned: per host, unless failed
+  type: dict
+  sample: {"version": "1.2"}
+compliant:
+  description: Whether the account already matched its policy when it was read.
+  returned: per host, unless failed
+  type: bool
+differences:
+  description: For each setting that differed, the value read and the value of the policy.
+  returned: per host, unless failed
+  type: dict
+  sample: {"version": {"current": "1.1", "desired": "1.2"}}
 results:
-  description: One entry per host, in the order of O(hosts).
-  returned: always
+  description: Batch mode. One entry per host, in the order of O(hosts), with the keys of a per-host run.
+  returned: batch mode
   type: list
   elements: dict
-  contains:
-    host:
-      description: The inventory host.
-      type: str
-      sample: sub0001
-    on_behalf_of:
-      description: The account addressed (null for the parent).
-      type: str
-      sample: sub0001
-    status:
-      description: V(compliant), V(changed), V(would_change) (check mode and audit) or V(failed).
-      type: str
-      sample: would_change
-    desired:
-      description: The managed settings, as resolved for this host.
-      type: dict
-      sample: {"require_tls": true, "version": "1.2"}
-    before:
-      description: The settings read.
-      type: dict
-      returned: unless failed
-    enforced_tls:
-      description: The settings after (predicted in check mode and audit).
-      type: dict
-      returned: unless failed
-    changes:
-      description: The settings that differ from the policy (written, unless check mode or audit).
-      type: dict
-      returned: unless failed
-      sample: {"version": "1.2"}
-    compliant:
-      description: Whether the account already matched its policy when it was read.
-      type: bool
-      returned: unless failed
-    differences:
-      description: For each setting that differed, the value read and the value of the policy.
-      type: dict
-      returned: unless failed
-      sample: {"version": {"current": "1.1", "desired": "1.2"}}
-    msg:
-      description: Why the account failed.
-      type: str
-      returned: when failed
 summary:
-  description: Host names by status.
-  returned: always
+  description: Batch mode. Host names by status.
+  returned: batch mode
   type: dict
   sample: {"compliant": ["sub0002"], "changed": ["sub0001"], "would_change": [], "failed": []}
 failed_hosts:
-  description: Failed hosts and why.
-  returned: always
+  description: Batch mode. This batch's failed hosts and why.
+  returned: batch mode
   type: dict
   sample: {"sub0003": "SendGrid API error: HTTP 403 Forbidden on GET /v3/user/settings/enforced_tls (on behalf of sub0003): access forbidden"}
+failed_hosts_all:
+  description: Batch mode. The failed hosts of every C(serial:) batch of the play so far.
+  returned: batch mode
+  type: dict
+last_batch:
+  description: Batch mode. Whether this is the play's last C(serial:) batch (always true without C(serial:)).
+  returned: batch mode
+  type: bool
 """

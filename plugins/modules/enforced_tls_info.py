@@ -19,6 +19,7 @@ author:
   - mailsec.sendgrid maintainers (@mailsec)
 extends_documentation_fragment:
   - mailsec.sendgrid.api
+  - mailsec.sendgrid.api.on_behalf_of
   - mailsec.sendgrid.api.attributes
   - mailsec.sendgrid.api.action_group
   - mailsec.sendgrid.api.info_module
