@@ -69,6 +69,7 @@ def account_items(items):
     for index, item in enumerate(items):
         name = 'accounts[%d]' % index
         if isinstance(item, str):
+            check_on_behalf_of(item, name)
             item = dict(on_behalf_of=item)
         elif not isinstance(item, dict):
             raise ValueError('%s must be a subuser username or a dict with the keys %s, got %r' % (name, ', '.join(allowed), item))

@@ -140,11 +140,18 @@ class ControllerJob:
         return [json.loads(path.read_text()) for path in files]
 
     def fleet_result(self):
-        """The result of the fleet task, as the controller stores it: the runner_on_ok event of the task."""
-        found = [event['event_data'] for event in self.events()
-                 if event['event'] == 'runner_on_ok' and event['event_data'].get('task_action') == FLEET_ACTION]
-        assert len(found) == 1, 'expected one runner_on_ok event of %s, got %d; stdout:\n%s' % (FLEET_ACTION, len(found), self.stdout)
-        return found[0]
+        """Each subuser's result of the role's converge (or audit) task, as the controller stores them: one runner_on_ok
+        or runner_on_failed event per host. Gathered into one record shaped like batch mode's single result."""
+        results = [dict(event['event_data']['res'], host=event['event_data']['host']) for event in self.events()
+                   if event['event'] in ('runner_on_ok', 'runner_on_failed')
+                   and event['event_data'].get('task_action') == FLEET_ACTION and 'status' in event['event_data']['res']]
+        assert results, 'no per-subuser event of %s; stdout:\n%s' % (FLEET_ACTION, self.stdout)
+        assert len({r['host'] for r in results}) == len(results), 'more than one event for a subuser'
+        summary = {status: sorted(r['host'] for r in results if r['status'] == status)
+                   for status in ('compliant', 'changed', 'would_change', 'failed')}
+        return dict(res=dict(results=results, summary=summary, changed=any(r['changed'] for r in results),
+                             failed_hosts={r['host']: r['msg'] for r in results if r['status'] == 'failed'},
+                             diff=[dict(r['diff'], before_header=r['host']) for r in results if r.get('diff')]))
 
     def describe(self):
         return 'job %s: status %s\n%s' % (self.ident, self.status if (self.artifacts / 'status').exists() else '?',

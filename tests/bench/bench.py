@@ -1,8 +1,18 @@
 # -*- coding: utf-8 -*-
-"""make bench: the role against the naive two-uri-tasks-per-subuser playbook, on the simulator with 20 ms latency.
+"""make bench: the enforce playbook on the simulator (20 ms latency per request), against Ansible's floor and naive uri.
 
-Prints a Markdown table (wall seconds; GET/PATCH counts from the simulator's log). Not a test: the machine is
-shared and noisy, so compare the ratios of one run, not absolute figures across runs.
+Why three baselines:
+- Ansible's floor: the default (per-subuser) mode runs one task per host, so it cannot be faster than Ansible's own
+  per-host cost. The floor is the same two plays (the localhost guard, then the role over sendgrid_subusers with the
+  same inventory plugin, extra vars and forks) with a copy of the role whose converge task is ansible.builtin.debug
+  (same run_once templating, same argument specs and defaults). default / floor is what the role adds on top of Ansible.
+- Batch mode (-e enforced_tls_policy_batch=true): one run_once task for the play batch, for fleets in the thousands.
+- Naive: tests/bench/naive.yml, two ansible.builtin.uri tasks per subuser, what a team writes without the collection.
+Role and floor runs use Ansible's default forks (5), as users would; naive uses --forks 5. A default run and its floor
+run are measured back to back on the same simulator (the floor writes nothing), so machine noise hits both alike.
+Each mode at each size starts from a fresh simulator with every subuser drifted: check run, first apply, second apply.
+
+Not a test: the machine is shared and noisy, so compare the ratios of one run, not absolute figures across runs.
 Usage: python tests/bench/bench.py [--sizes 100,1000] [--naive-sizes 100] [--latency-ms 20]
 """
 
@@ -11,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,10 +29,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 KEY = 'bench-key'
 POLICY = dict(enforced_tls_policy_require_tls=True, enforced_tls_policy_require_valid_cert=True, enforced_tls_policy_version='1.2')
+RUNS = ('check', 'first', 'second')
+RUN_LABELS = dict(check='check run', first='first apply (all drifted)', second='second apply (unchanged)')
+TARGET_SIZE, NAIVE_SIZE = 1000, 100
 
 
 class SimulatorProcess:
@@ -48,9 +64,33 @@ class SimulatorProcess:
         self.proc.wait(timeout=10)
 
 
+def write_floor(workdir):
+    """The floor playbook and role in workdir; returns the playbook path (the role is found through ANSIBLE_ROLES_PATH)."""
+    role = Path(workdir) / 'roles/floor_policy'
+    shutil.copytree(ROOT / 'roles/enforced_tls_policy', role)
+    tasks = yaml.safe_load((role / 'tasks/main.yml').read_text())
+    converge = [i for i, task in enumerate(tasks) if task.get('mailsec.sendgrid.enforced_tls_fleet', {}).get('mode') == 'enforce']
+    if len(converge) != 1:
+        raise RuntimeError('expected one enforced_tls_fleet mode=enforce task in the role, found %d' % len(converge))
+    real = tasks[converge[0]]
+    tasks[converge[0]] = {'name': 'Floor: the converge task as ansible.builtin.debug', 'ansible.builtin.debug': {'msg': '{{ inventory_hostname }}'},
+                          'run_once': real['run_once'], 'register': real['register']}
+    (role / 'tasks/main.yml').write_text(yaml.safe_dump(tasks, sort_keys=False))
+    playbook = Path(workdir) / 'floor.yml'
+    playbook.write_text(yaml.safe_dump([
+        {'name': 'Check that there are subusers to work on', 'hosts': 'localhost', 'gather_facts': False,
+         'tasks': [{'name': 'Fail closed on an empty or failed inventory',
+                    'ansible.builtin.import_tasks': str(ROOT / 'playbooks/tasks/require_subusers.yml')}]},
+        {'name': 'Floor over the subusers', 'hosts': 'sendgrid_subusers', 'gather_facts': False, 'roles': [{'role': 'floor_policy'}]},
+    ], sort_keys=False))
+    return str(playbook)
+
+
 def run(args, sim, workdir):
-    env = dict(os.environ, SENDGRID_API_KEY=KEY, SENDGRID_API_URL=sim.url, ANSIBLE_NOCOLOR='1',
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.tmp/collections'), PATH=str(BIN) + os.pathsep + os.environ['PATH'])
+    """One ansible-playbook run: (wall seconds, GETs, PATCHes)."""
+    env = dict(os.environ, SENDGRID_API_KEY=KEY, SENDGRID_API_URL=sim.url, ANSIBLE_NOCOLOR='1', ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false',
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.tmp/collections'), ANSIBLE_ROLES_PATH=str(Path(workdir) / 'roles'),
+               PATH=str(BIN) + os.pathsep + os.environ['PATH'])
     sim.take_counts()
     start = time.monotonic()
     proc = subprocess.run([str(BIN / 'ansible-playbook'), *args], env=env, cwd=workdir, capture_output=True, text=True, check=False)
@@ -62,50 +102,105 @@ def run(args, sim, workdir):
 
 
 def measure(mode, size, latency_ms):
+    """{run: (s, GET, PATCH)} for mode 'naive' or 'batch'; for 'default', also {'floor ' + run: ...} for each run."""
     with tempfile.TemporaryDirectory() as workdir:
         sim = SimulatorProcess(size, latency_ms, workdir)
         try:
             inventory = Path(workdir) / 'bench.sendgrid.yml'
             inventory.write_text('plugin: mailsec.sendgrid.subusers\napi_url: %s\n' % sim.url)
-            sim.take_counts()
             if mode == 'naive':
                 play = [str(ROOT / 'tests/bench/naive.yml'), '-i', str(inventory), '--forks', '5']
-                check = None
-            else:
-                play = ['mailsec.sendgrid.enforce', '-i', str(inventory), '-e', json.dumps(POLICY)]
-                check = run(play + ['--check'], sim, workdir)
-            first = run(play, sim, workdir)
-            second = run(play, sim, workdir)
+                return {name: run(play, sim, workdir) for name in ('first', 'second')}
+            play = ['mailsec.sendgrid.enforce', '-i', str(inventory), '-e', json.dumps(POLICY)]
+            if mode == 'batch':
+                play += ['-e', json.dumps(dict(enforced_tls_policy_batch=True))]
+            floor = [write_floor(workdir), *play[1:]] if mode == 'default' else None
+            result = {}
+            for name in RUNS:
+                extra = ['--check'] if name == 'check' else []
+                result[name] = run(play + extra, sim, workdir)
+                if floor:
+                    result['floor ' + name] = run(floor + extra, sim, workdir)
+            return result
         finally:
             sim.stop()
-    return dict(check=check, first=first, second=second)
+
+
+def counts(figures):
+    return '%d / %d' % figures[1:]
+
+
+def faster(naive, result, name):
+    return naive[name][0] / result[name][0] if naive and name in naive else None
+
+
+def show(ratio, fmt):
+    return fmt % ratio if ratio is not None else '—'
+
+
+def verdicts(default, batch, naive):
+    """[(target, figures, met or None when not measured)]."""
+    out = []
+    at = default.get(TARGET_SIZE)
+    ratios = {name: at[name][0] / at['floor ' + name][0] for name in RUNS} if at else {}
+    out.append(('default / floor ≤ 1.3 at 1,000 (check, first, second)', ', '.join('%s %.2f' % kv for kv in ratios.items()),
+                all(r <= 1.3 for r in ratios.values()) if ratios else None))
+    for label, results, factor in (('default', default, 8), ('batch', batch, 20)):
+        speedups = {name: faster(naive.get(NAIVE_SIZE), results.get(NAIVE_SIZE), name) for name in ('first', 'second')
+                    if NAIVE_SIZE in naive and NAIVE_SIZE in results}
+        out.append(('%s ≥ %d× faster than naive at 100 (first, second)' % (label, factor), ', '.join('%s %.1f×' % kv for kv in speedups.items()),
+                    all(s >= factor for s in speedups.values()) if speedups else None))
+    at = batch.get(TARGET_SIZE)
+    for names, limit in ((('first',), 10), (('second', 'check'), 7)):
+        out.append(('batch %s ≤ %d s at 1,000' % (' and '.join(names), limit), ', '.join('%s %.1f s' % (n, at[n][0]) for n in names) if at else '',
+                    all(at[n][0] <= limit for n in names) if at else None))
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--sizes', default='100,1000')
+    parser.add_argument('--sizes', default='100,1000', help='subuser counts for the default and batch modes (and the floor)')
     parser.add_argument('--naive-sizes', default='100')
     parser.add_argument('--latency-ms', type=int, default=20)
     options = parser.parse_args()
-    rows = []
-    naive = {}
-    for size in [int(s) for s in options.naive_sizes.split(',') if s]:
-        naive[size] = measure('naive', size, options.latency_ms)
-        rows.append(('naive', size, naive[size]))
-    for size in [int(s) for s in options.sizes.split(',') if s]:
-        rows.append(('role', size, measure('role', size, options.latency_ms)))
+    sizes = [int(s) for s in options.sizes.split(',') if s]
+    naive = {size: measure('naive', size, options.latency_ms) for size in [int(s) for s in options.naive_sizes.split(',') if s]}
+    default = {size: measure('default', size, options.latency_ms) for size in sizes}
+    batch = {size: measure('batch', size, options.latency_ms) for size in sizes}
 
-    print('| subusers | mode | check run (s) | first apply, all drifted (s) | second apply, unchanged (s) '
-          '| GET / PATCH (first) | GET / PATCH (second) | first apply vs naive | second apply vs naive |')
+    print('Simulator latency %d ms per request; role and floor at default forks (5), naive --forks 5. '
+          'GET counts include the inventory plugin\'s GET /v3/subusers pages (and the preflight\'s GET).\n' % options.latency_ms)
+    print('### Default mode (per subuser) against Ansible\'s floor\n')
+    print('| subusers | run | default (s) | GET / PATCH | floor (s) | floor GET / PATCH | default / floor | vs naive |')
+    print('| --- | --- | --- | --- | --- | --- | --- | --- |')
+    for size, result in default.items():
+        for name in RUNS:
+            floor = result['floor ' + name]
+            print('| %d | %s | %.1f | %s | %.1f | %s | %.2f | %s |' % (
+                size, RUN_LABELS[name], result[name][0], counts(result[name]), floor[0], counts(floor), result[name][0] / floor[0],
+                show(faster(naive.get(size), result, name), '%.1f× faster')))
+
+    print('\n### Batch mode (-e enforced_tls_policy_batch=true)\n')
+    print('| subusers | check run (s) | GET / PATCH (check) | first apply (s) | GET / PATCH (first) | second apply (s) '
+          '| GET / PATCH (second) | first vs naive | second vs naive |')
     print('| --- | --- | --- | --- | --- | --- | --- | --- | --- |')
-    for mode, size, result in rows:
-        check = result['check']
-        base = naive.get(size)
-        ratio = [('%.1f× faster' % (base[k][0] / result[k][0]) if base and mode != 'naive' else '—') for k in ('first', 'second')]
-        print('| %d | %s | %s | %.1f | %.1f | %d / %d | %d / %d | %s | %s |' % (
-            size, mode, '%.1f (%d / %d)' % check if check else '—', result['first'][0], result['second'][0],
-            result['first'][1], result['first'][2], result['second'][1], result['second'][2], ratio[0], ratio[1]))
-    print('\n(GET counts include the inventory plugin\'s GET /v3/subusers pages.)')
+    for size, result in batch.items():
+        print('| %d | %.1f | %s | %.1f | %s | %.1f | %s | %s | %s |' % (
+            size, result['check'][0], counts(result['check']), result['first'][0], counts(result['first']), result['second'][0],
+            counts(result['second']), *(show(faster(naive.get(size), result, name), '%.1f× faster') for name in ('first', 'second'))))
+
+    print('\n### Naive (two ansible.builtin.uri tasks per subuser)\n')
+    print('| subusers | first apply (s) | GET / PATCH (first) | second apply (s) | GET / PATCH (second) |')
+    print('| --- | --- | --- | --- | --- |')
+    for size, result in naive.items():
+        print('| %d | %.1f | %s | %.1f | %s |' % (size, result['first'][0], counts(result['first']), result['second'][0], counts(result['second'])))
+
+    print('\n### Targets\n')
+    outcome = verdicts(default, batch, naive)
+    for target, figures, met in outcome:
+        print('- %s: %s%s' % (target, {True: 'met', False: 'MISSED', None: 'not measured'}[met], ' (%s)' % figures if figures else ''))
+    print('\nTargets met: %d of %d%s.' % (sum(met is True for _, _, met in outcome), len(outcome),
+                                         '' if all(met is not None for _, _, met in outcome) else ' (some not measured with these --sizes)'))
 
 
 if __name__ == '__main__':

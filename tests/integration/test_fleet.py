@@ -92,14 +92,16 @@ def test_enforce_check_apply_rerun_with_overrides(sim, fleet, run_playbook):
     check = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, check=True, diff=True,
                          env=dict(SENDGRID_API_KEY=API_KEY))
     assert check.rc == 0, check.output
-    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 30
+    # One preflight read of the parent account, then one GET per subuser.
+    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 31
     assert sim.state() == before
-    assert '"would_change": [' in check.stdout and '+    "version": "1.3"' in check.stdout
+    assert '+    "version": "1.3"' in check.stdout
+    assert sorted(h for h in names if check.recap(h)['changed'] == 1) == sorted(drifted)
 
     sim.clear_log()
     apply = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
     assert apply.rc == 0, apply.output
-    assert sim.count('GET', '/v3/user/settings/enforced_tls') == 30
+    assert sim.count('GET', '/v3/user/settings/enforced_tls') == 31
     assert sorted(r['on_behalf_of'] for r in sim.requests if r['method'] == 'PATCH') == sorted(drifted)
     for name in names:
         assert sim.settings(name) == (dict(COMPLIANT, version=1.3) if name == 'sub0002' else COMPLIANT), name
@@ -108,8 +110,8 @@ def test_enforce_check_apply_rerun_with_overrides(sim, fleet, run_playbook):
     sim.clear_log()
     again = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
     assert again.rc == 0 and again.recap('sub0001')['changed'] == 0
-    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 30
-    assert '"totals": "30 compliant, 0 changed, 0 would change, 0 failed"' in again.stdout
+    assert sim.count('PATCH') == 0 and sim.count('GET', '/v3/user/settings/enforced_tls') == 31
+    assert all(again.recap(h)['changed'] == 0 for h in names)
 
 
 def test_limit_converges_only_that_subuser(sim, fleet, run_playbook):
@@ -118,7 +120,7 @@ def test_limit_converges_only_that_subuser(sim, fleet, run_playbook):
                        env=dict(SENDGRID_API_KEY=API_KEY))
     assert run.rc == 0, run.output
     assert [(r['method'], r['on_behalf_of']) for r in sim.requests if r['path'].endswith('enforced_tls')] == [
-        ('GET', 'sub0003'), ('PATCH', 'sub0003')]
+        ('GET', None), ('GET', 'sub0003'), ('PATCH', 'sub0003')]
     assert [n for n in names if sim.settings(n) == COMPLIANT] == ['sub0003']
 
 
@@ -127,10 +129,12 @@ def test_one_forbidden_subuser_does_not_stop_the_others(sim, fleet, run_playbook
     sim.fail_account('sub0017', 403)
     run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
     assert run.rc == 2
-    assert ('1 subuser(s) failed: sub0017: SendGrid API error: HTTP 403 Forbidden on GET /v3/user/settings/enforced_tls '
-            '(on behalf of sub0017): access forbidden') in run.stdout
+    assert ('fatal: [sub0017]: FAILED! => {"changed": false, "desired": {"require_tls": true, "require_valid_cert": true, '
+            '"version": "1.2"}, "host": "sub0017", "msg": "SendGrid API error: HTTP 403 Forbidden on GET '
+            '/v3/user/settings/enforced_tls (on behalf of sub0017): access forbidden"') in run.stdout
     assert [n for n in names if sim.settings(n) != COMPLIANT] == ['sub0017']
-    assert '"totals": "0 compliant, 49 changed, 0 would change, 1 failed"' in run.stdout
+    assert [h for h in names if run.recap(h)['failed']] == ['sub0017']
+    assert sum(run.recap(h)['changed'] for h in names) == 49
 
 
 def test_bad_variables_name_variable_and_subuser_before_any_request(sim, fleet, run_playbook):
@@ -139,10 +143,11 @@ def test_bad_variables_name_variable_and_subuser_before_any_request(sim, fleet, 
     host_vars(inventory, 'sub0003', enforced_tls_policy_region='us')
     run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY=API_KEY))
     assert run.rc == 2
-    assert 'sub0002: enforced_tls_policy_version must be one of "1.1", "1.2", "1.3"' in run.stdout
-    assert "sub0003: enforced_tls_policy_region must be one of global, eu, got 'us'" in run.stdout
-    # Only the inventory's listing reached SendGrid: no account was read or written.
-    assert [r['path'] for r in sim.requests] == ['/v3/subusers']
+    # Each subuser's error under its own name; nothing was sent for either, the others converge.
+    assert 'fatal: [sub0002]' in run.stdout and 'enforced_tls_policy_version must be one of "1.1", "1.2", "1.3"' in run.stdout
+    assert 'fatal: [sub0003]' in run.stdout and "enforced_tls_policy_region must be one of global, eu, got 'us'" in run.stdout
+    assert not {'sub0002', 'sub0003'} & {r['on_behalf_of'] for r in sim.requests}
+    assert [h for h in ('sub0001', 'sub0002', 'sub0003', 'sub0004') if run.recap(h)['failed']] == ['sub0002', 'sub0003']
 
 
 def test_missing_key_names_the_variable(sim, run_playbook, tmp_path):
@@ -151,7 +156,8 @@ def test_missing_key_names_the_variable(sim, run_playbook, tmp_path):
                                                                'vars': dict(POLICY, enforced_tls_policy_api_url=sim.url)}}))
     run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory)
     assert run.rc == 2
-    assert 'sub0001: enforced_tls_policy_api_key is required: set it or the SENDGRID_API_KEY environment variable' in run.stdout
+    assert 'fatal: [sub0001]' in run.stdout
+    assert 'enforced_tls_policy_api_key is required: set it or the SENDGRID_API_KEY environment variable' in run.stdout
     assert sim.count() == 0
 
 
@@ -177,7 +183,8 @@ def test_audit_writes_reports_and_fails_only_when_asked(sim, fleet, run_playbook
 
     strict = run_playbook(playbook_name='mailsec.sendgrid.audit', inventory=inventory, check=True,
                           args=['-e', 'audit_report_dir=%s' % reports, '-e', 'fail_on_drift=true'], env=dict(SENDGRID_API_KEY=API_KEY))
-    assert strict.rc == 2 and '%d subuser(s) drift from the policy' % len(drifted) in strict.stdout
+    assert strict.rc == 2 and sorted(h for h in names if strict.recap(h)['failed']) == drifted
+    assert sum('drifts from the policy: ' in line for line in strict.stdout.splitlines() if line.startswith('fatal:')) == len(drifted)
     assert sim.count('PATCH') == 0
 
 
