@@ -11,7 +11,7 @@ module: enforced_tls_fleet
 short_description: The engine of the enforced_tls_policy role - converge, audit or preflight subuser hosts on the controller
 version_added: 0.1.0
 description:
-  - The engine of the P(mailsec.sendgrid.enforced_tls_policy#role) role, usable on its own. It is an action plugin: it
+  - The engine of the P(mailsec.sendgrid.enforced_tls_policy#role) role, usable on its own. It is an action plugin, so it
     works on the controller, with no module start-up per subuser.
   - For a host it reads the variables C(enforced_tls_policy_require_tls), C(enforced_tls_policy_require_valid_cert),
     C(enforced_tls_policy_version), C(enforced_tls_policy_api_key), C(enforced_tls_policy_region),
