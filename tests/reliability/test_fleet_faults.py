@@ -52,8 +52,9 @@ def test_fleet_converges_under_random_faults(sim, run_playbook, tmp_path, capsys
     by_status = sim.log_summary()['by_status']
     assert first.rc == 2, first.output
     assert 'Traceback' not in first.output
-    assert ('fatal: [%s]' % FAILING) in first.stdout and ('SendGrid API error: HTTP 503 Service Unavailable on GET '
-            '/v3/user/settings/enforced_tls (on behalf of %s): service unavailable (after %d retries)' % (FAILING, MAX_RETRIES)) in first.stdout
+    assert ('fatal: [%s]' % FAILING) in first.stdout
+    assert ('SendGrid API error: HTTP 503 Service Unavailable on GET /v3/user/settings/enforced_tls (on behalf of %s): '
+            'service unavailable (after %d retries)' % (FAILING, MAX_RETRIES)) in first.stdout
     assert [name for name in names if first.recap(name)['failed']] == [FAILING]
     assert sorted(name for name in names if first.recap(name)['changed']) == sorted(drifted)
     after = sim.state()['subusers']
