@@ -199,8 +199,9 @@ def main():
     outcome = verdicts(default, batch, naive)
     for target, figures, met in outcome:
         print('- %s: %s%s' % (target, {True: 'met', False: 'MISSED', None: 'not measured'}[met], ' (%s)' % figures if figures else ''))
-    print('\nTargets met: %d of %d%s.' % (sum(met is True for _, _, met in outcome), len(outcome),
-                                         '' if all(met is not None for _, _, met in outcome) else ' (some not measured with these --sizes)'))
+    met_count = sum(met is True for dummy, dummy2, met in outcome)
+    partial = '' if all(met is not None for dummy, dummy2, met in outcome) else ' (some not measured with these --sizes)'
+    print('\nTargets met: %d of %d%s.' % (met_count, len(outcome), partial))
 
 
 if __name__ == '__main__':
