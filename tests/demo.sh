@@ -48,27 +48,27 @@ PY
 cd "$work"
 
 log "Inventory: ansible-inventory -i inventory --graph"
-ansible-inventory -i inventory --graph | head -12; echo "   ..."
+ansible-inventory -i inventory --graph | sed -n '1,12p'; echo "   ..."
 counts
 
 log "1. Audit before (read-only): ansible-playbook mailsec.sendgrid.audit -i inventory"
-ansible-playbook mailsec.sendgrid.audit -i inventory -e audit_report_dir="$work/reports" | grep -E '"msg"|PLAY RECAP|failed='
+ansible-playbook mailsec.sendgrid.audit -i inventory -e audit_report_dir="$work/reports" | grep -E '"msg"| : ok=' | sed -n '1,8p'
 head -8 reports/enforced_tls_audit.md; echo "   ..."
 counts
 
 log "2. Dry run: ansible-playbook mailsec.sendgrid.enforce -i inventory --check"
-ansible-playbook mailsec.sendgrid.enforce -i inventory --check | grep -E '"totals"|failed='
+ansible-playbook mailsec.sendgrid.enforce -i inventory --check | grep -E ' : ok=' | sed -n '1,12p'
 counts
 
 log "3. Apply: ansible-playbook mailsec.sendgrid.enforce -i inventory"
-ansible-playbook mailsec.sendgrid.enforce -i inventory | grep -E '"totals"|failed='
+ansible-playbook mailsec.sendgrid.enforce -i inventory | grep -E ' : ok=' | sed -n '1,12p'
 counts
 
 log "4. Apply again (nothing to do, no PATCH): ansible-playbook mailsec.sendgrid.enforce -i inventory"
-ansible-playbook mailsec.sendgrid.enforce -i inventory | grep -E '"totals"|failed='
+ansible-playbook mailsec.sendgrid.enforce -i inventory | grep -E ' : ok=' | sed -n '1,12p'
 counts
 
 log "5. Audit after: fully compliant (fail_on_drift=true would fail otherwise)"
-ansible-playbook mailsec.sendgrid.audit -i inventory -e audit_report_dir="$work/reports" -e fail_on_drift=true | grep -E '"msg"|failed='
+ansible-playbook mailsec.sendgrid.audit -i inventory -e audit_report_dir="$work/reports" -e fail_on_drift=true | grep -E '"msg"| : ok=' | sed -n '1,8p'
 counts
 log "Reports: $work/reports/enforced_tls_audit.{json,md}"
