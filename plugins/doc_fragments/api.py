@@ -15,7 +15,12 @@ options:
       - A SendGrid API key of the parent account, with the C(user.settings.enforced_tls) scopes
         (and C(subusers.read) for the inventory plugin).
       - If not set, the environment variable E(SENDGRID_API_KEY) is used. Required in the end.
-      - The key is never printed, not in results, diffs, error messages or logs.
+      - Surrounding whitespace is removed (a key read from a vault file or a YAML block ends in a newline);
+        any other space, control or non-ASCII character is refused before any request, naming the character's
+        code point, never the key.
+      - The key is never printed, not in results, diffs, error messages or logs, in any form (as is, escaped,
+        in an C(Authorization) header or base64-encoded), even when a server echoes it back.
+      - It is the only credential sent. A C(.netrc) file is never read.
     type: str
   region:
     description:
@@ -31,6 +36,8 @@ options:
       - Base URL of the API, overriding O(region). For example SendGrid's TLS 1.2 test host
         U(https://tls12.api.sendgrid.com), a proxy, or the collection's local simulator.
       - C(http://) is refused unless the host is loopback (V(127.0.0.1), V(::1), V(localhost)).
+      - Proxies from the environment (E(HTTPS_PROXY) and friends) are used, except for a loopback host, which is
+        always reached directly (a proxy would receive the key of an C(http://) request in clear).
       - If not set, the environment variable E(SENDGRID_API_URL) is used.
     type: str
   timeout:

@@ -66,21 +66,51 @@ plugin: mailsec.sendgrid.subusers
 """
 
 import os
+import re
 import sys
+from collections.abc import Mapping
 
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError, redact
+
+try:
+    from ansible.utils.unsafe_proxy import wrap_var
+except ImportError:  # an ansible-core without the module never templates what an inventory plugin sets
+    def wrap_var(value):
+        return value
 
 GROUP = 'sendgrid_subusers'
+_TEMPLATE_CHARACTERS = re.compile('[{}]')
+
+
+def make_unsafe(value):
+    """Mark strings that could be Jinja as unsafe, so that ansible-core 2.16-2.18 never templates them.
+
+    Subuser names, e-mail addresses and regions come from the API: a name such as
+    "{{ lookup('pipe', ...) }}" would otherwise run on the controller wherever a play uses it (2.19 and
+    later do not template inventory values anyway). Plain strings stay plain: unsafe text is slower.
+    """
+    if isinstance(value, Mapping):
+        return {make_unsafe(key): make_unsafe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(make_unsafe(item) for item in value)
+    if isinstance(value, str) and _TEMPLATE_CHARACTERS.search(value):
+        return wrap_var(value)
+    return value
 ENV = dict(api_key='SENDGRID_API_KEY', region='SENDGRID_REGION', api_url='SENDGRID_API_URL')
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     NAME = 'mailsec.sendgrid.subusers'
+
+    def _sanitize_group_name(self, name):
+        # Group names made by keyed_groups/groups from API values: unsafe like the values, or group_names
+        # would carry a template into every play that reads it.
+        return make_unsafe(super()._sanitize_group_name(name))
 
     def verify_file(self, path):
         return super().verify_file(path) and path.endswith(('sendgrid.yml', 'sendgrid.yaml'))
@@ -97,8 +127,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         page_size = self.get_option('page_size')
         if not 1 <= page_size <= 500:
             raise AnsibleParserError('page_size must be an integer from 1 to 500, got %d' % page_size)
+        self._api_key = self._option('api_key')
         client = SendGridClient(
-            api_key=self._option('api_key'), region=self._option('region'), api_url=self._option('api_url'),
+            api_key=self._api_key, region=self._option('region'), api_url=self._option('api_url'),
             timeout=self.get_option('timeout'), validate_certs=self.get_option('validate_certs'),
             max_retries=self.get_option('max_retries'))
         params = dict(include_region='true')
@@ -126,6 +157,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
+        self._api_key = None
         self._check_config(self._read_config_data(path))
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option('cache') and cache
@@ -136,7 +168,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             try:
                 subusers = self._fetch()
             except SendGridError as exc:
-                raise AnsibleParserError('mailsec.sendgrid.subusers: %s' % exc)
+                # The client masked its own key already; the raw option value is masked too (a trailing newline).
+                raise AnsibleParserError(redact('mailsec.sendgrid.subusers: %s' % exc, (self._api_key,)))
             if self.get_option('cache'):
                 self._cache[cache_key] = subusers
         self._populate(subusers)
@@ -150,6 +183,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                          % (item,))
             if item.get('disabled') and not self.get_option('include_disabled'):
                 continue
+            item = make_unsafe(item)
             host = self.inventory.add_host(item['username'], group=GROUP)
             hostvars = dict(
                 ansible_connection='local',
@@ -165,3 +199,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self._set_composite_vars(self.get_option('compose'), hostvars, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), hostvars, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), hostvars, host, strict=strict)
+            # compose: results built from API values (a string concatenation) are as untrusted as their parts.
+            for name, value in list(self.inventory.get_host(host).vars.items()):
+                self.inventory.set_variable(host, name, make_unsafe(value))

@@ -13,8 +13,11 @@ machinery: the inventory and action plugins use it on the controller too.
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import functools
 import ipaddress
+import json
 import math
 import random
 import re
@@ -22,20 +25,21 @@ import ssl
 import threading
 import time
 import traceback
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
 try:
     import requests
     from requests.adapters import HTTPAdapter
+    from requests.auth import AuthBase
     from urllib3.util.ssl_ import create_urllib3_context
     HAS_REQUESTS = True
     REQUESTS_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - exercised by the missing_required_lib test
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
-    HTTPAdapter = object
+    HTTPAdapter = AuthBase = object
 
 COLLECTION_VERSION = '0.1.0'
 USER_AGENT = 'mailsec.sendgrid/%s (Ansible collection)' % COLLECTION_VERSION
@@ -136,9 +140,7 @@ def check_connection_params(params, prefix=''):
     Called by every plugin before its first request so that bad input never costs an HTTP call.
     ``prefix`` names the options as the caller's users know them (the role's variables).
     """
-    if not params.get('api_key'):
-        raise SendGridConfigError(
-            '%sapi_key is required: set it or the SENDGRID_API_KEY environment variable' % prefix)
+    normalize_api_key(params.get('api_key'), prefix + 'api_key')
     if params.get('region') not in (None, '') and params['region'] not in REGION_URLS:
         raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), params['region']))
     resolve_base_url(params.get('region'), params.get('api_url'), prefix)
@@ -150,6 +152,91 @@ def check_connection_params(params, prefix=''):
     retries = params.get('max_retries')
     if retries is not None and not 0 <= retries <= 100:
         raise SendGridConfigError('%smax_retries must be an integer from 0 to 100, got %r' % (prefix, retries))
+
+
+MASK = '********'
+# What a SendGrid key may hold once surrounding whitespace is gone: printable ASCII, nothing else.
+_KEY_CHARACTERS = re.compile(r'[!-~]+')
+# Credentials of any account in a header or in SendGrid's own key format, whoever's they are (an echoing
+# server may print another key than ours); at least 8 characters so ordinary words are left alone.
+_CREDENTIAL_PATTERNS = (
+    re.compile(r'\b(?:Bearer|Basic) [A-Za-z0-9._~+/=-]{8,}'),
+    re.compile(r'\bSG\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}'),
+)
+
+
+def normalize_api_key(value, name='api_key'):
+    """The key as SendGrid knows it: surrounding whitespace removed, anything else unusual refused.
+
+    A vault file, a YAML block scalar or ``echo KEY | ansible-vault encrypt_string`` leave a newline at the
+    end; SendGrid keys never contain whitespace, so stripping is safe. Any other control, space or
+    non-ASCII character would make the HTTP layer fail with the header (the key) in its message: refused
+    here, naming the character's code point only, never the value.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise SendGridConfigError('%s is required: set it or the SENDGRID_API_KEY environment variable' % name)
+    if not isinstance(value, str):
+        raise SendGridConfigError('%s must be a string, got %s' % (name, type(value).__name__))
+    key = value.strip()
+    if not _KEY_CHARACTERS.fullmatch(key):
+        bad = sorted({'U+%04X' % ord(c) for c in key if not '!' <= c <= '~'})
+        raise SendGridConfigError(
+            '%s contains %s: a SendGrid API key is printable ASCII without spaces or control characters '
+            '(surrounding whitespace is removed; the value is not shown)' % (name, ', '.join(bad)))
+    return key
+
+
+@functools.lru_cache(maxsize=16)
+def _secret_pattern(secrets):
+    """One regular expression for every form in which any of ``secrets`` can appear in a message.
+
+    The forms: as given, stripped, repr/JSON-escaped, URL-quoted and base64 (standard and URL-safe) at the
+    three byte alignments, so the key is found inside a longer encoded string too (``Basic base64(user:key)``);
+    of base64 only the characters that depend on the key alone are kept.
+    """
+    forms = set()
+    for text in {t for secret in secrets for t in (secret, secret.strip())}:
+        if not text:
+            continue
+        forms.update((text, repr(text)[1:-1], json.dumps(text)[1:-1], quote(text, safe=''),
+                      text.encode('unicode_escape').decode('ascii')))
+        raw = text.encode('utf-8', 'replace')
+        for offset in range(3):
+            start, end = -(-offset * 8 // 6), (offset + len(raw)) * 8 // 6
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                forms.add(encode(b'\0' * offset + raw + b'\0\0').decode('ascii')[start:end])
+    # Too short a fragment would mask ordinary text; longest first, so a longer form wins over its own prefix.
+    forms = sorted((form for form in forms if len(form) >= 4), key=len, reverse=True)
+    return re.compile('|'.join(re.escape(form) for form in forms)) if forms else None
+
+
+def redact(text, secrets=()):
+    """The one masking point: ``text`` without any of ``secrets`` in any form, nor anything credential-shaped.
+
+    Every message built from an exception or a server's answer passes through here (client errors, the
+    fleet action's results and reports, the inventory plugin's errors), so masking never depends on
+    Ansible's ``no_log`` matching the exact string.
+    """
+    if not isinstance(text, str):
+        return text
+    # Whole headers first: "Bearer <key>" becomes one mask, not "Bearer " and a masked key.
+    for credential in _CREDENTIAL_PATTERNS:
+        text = credential.sub(MASK, text)
+    pattern = _secret_pattern(tuple(sorted(s for s in secrets if isinstance(s, str) and s)))
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    return text
+
+
+def redact_data(data, secrets=()):
+    """``redact`` applied to every string of a result (dicts, lists), keys included."""
+    if isinstance(data, str):
+        return redact(data, secrets)
+    if isinstance(data, dict):
+        return type(data)((redact_data(key, secrets), redact_data(value, secrets)) for key, value in data.items())
+    if isinstance(data, (list, tuple)):
+        return type(data)(redact_data(item, secrets) for item in data)
+    return data
 
 
 def check_concurrency(value, name='concurrency'):
@@ -275,6 +362,18 @@ def _excerpt(text, limit=200):
     return text if len(text) <= limit else text[:limit] + '...'
 
 
+class _BearerAuth(AuthBase):
+    """Sets the key on each request. Being the session's auth, it also keeps requests from reading a .netrc
+    (it does so whenever no auth is set), which would replace the key with an unrelated password."""
+
+    def __init__(self, api_key):
+        self._header = 'Bearer %s' % api_key
+
+    def __call__(self, request):
+        request.headers['Authorization'] = self._header
+        return request
+
+
 class SendGridClient:
     """Talks to SendGrid's v3 API with the collection's connection options.
 
@@ -286,6 +385,8 @@ class SendGridClient:
                  pool_size=10, sleep=None):
         check_connection_params(dict(api_key=api_key, region=region, api_url=api_url, timeout=timeout,
                                      max_retries=max_retries))
+        # The raw value too: it may differ from the key sent (a trailing newline) and is what a user would grep for.
+        self._secrets = (api_key, normalize_api_key(api_key))
         if not HAS_REQUESTS:
             raise SendGridConfigError('the Python library "requests" is required')
         self.base_url = resolve_base_url(region, api_url)
@@ -295,9 +396,14 @@ class SendGridClient:
         # Looked up at call time so tests can observe (and skip) the waits.
         self._sleep = sleep or _sleep
         self._session = requests.Session()
-        # Proxies from the environment are honoured, but never a .netrc: the key is the only credential.
+        # Proxies and CA bundles from the environment are honoured (corporate HTTPS proxies, custom CAs), but
+        # never a .netrc (see _BearerAuth), and no proxy for a loopback URL: plain http:// is only allowed there
+        # because the key stays on this machine, and a proxy from HTTP_PROXY would receive it in clear.
         self._session.trust_env = True
-        self._session.auth = None
+        self._session.auth = _BearerAuth(self._secrets[1])
+        self._proxies = None
+        if is_loopback(urlsplit(self.base_url).hostname):
+            self._proxies = dict.fromkeys(('http', 'https', 'all', 'http://', 'https://', 'all://'))
         adapter = _TLS12Adapter(validate_certs=validate_certs, pool_connections=2, pool_maxsize=max(pool_size, 1))
         self._session.mount('https://', adapter)
         self._session.mount('http://', HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1)))
@@ -306,7 +412,6 @@ class SendGridClient:
         # images and execution environments); only a per-request verify=False wins. True stays None so the bundles apply.
         self._verify = None if validate_certs else False
         self._session.headers.update({
-            'Authorization': 'Bearer %s' % api_key,
             'Accept': 'application/json',
             'User-Agent': USER_AGENT,
         })
@@ -318,8 +423,31 @@ class SendGridClient:
     def close(self):
         self._session.close()
 
+    def redact(self, text):
+        """``text`` without this client's key (see the module-level ``redact``)."""
+        return redact(text, self._secrets)
+
     def request(self, method, path, on_behalf_of=None, params=None, body=None):
-        """Send one API request (with retries) and return the decoded JSON answer."""
+        """Send one API request (with retries) and return the decoded JSON answer.
+
+        Every error leaves through ``redact``: a server may echo the Authorization header in its error body,
+        and an exception from the HTTP layer may quote a header value.
+        """
+        try:
+            return self._request(method, path, on_behalf_of, params, body)
+        except SendGridError as exc:
+            exc.args = (self.redact(str(exc)),)
+            if isinstance(exc, SendGridAPIError):
+                exc.messages = [self.redact(message) for message in exc.messages]
+            raise
+        except (ValueError, UnicodeError, TypeError) as exc:
+            # Not a transport failure: a header or body the HTTP layer refused to encode. Its text may quote the
+            # header, so only the class name and a masked excerpt; "from None" keeps the original off any traceback.
+            raise SendGridError(self.redact('SendGrid API request not sent: %s on %s %s%s: %s' % (
+                type(exc).__name__, method, self.base_url, path,
+                ' (on behalf of %s)' % on_behalf_of if on_behalf_of else '', _excerpt(str(exc), 200)))) from None
+
+    def _request(self, method, path, on_behalf_of, params, body):
         headers = {}
         if on_behalf_of:
             headers['on-behalf-of'] = on_behalf_of
@@ -330,13 +458,13 @@ class SendGridClient:
             try:
                 response = self._session.request(
                     method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False,
-                    verify=self._verify)
+                    verify=self._verify, proxies=self._proxies)
             except requests.exceptions.RequestException as exc:
                 if retries < self.max_retries and _is_retryable_exception(exc):
                     self._sleep(self._backoff(retries))
                     retries += 1
                     continue
-                raise SendGridError(_describe_exception(exc, method, path, self.base_url, on_behalf_of, retries))
+                raise SendGridError(_describe_exception(exc, method, path, self.base_url, on_behalf_of, retries)) from None
             status = response.status_code
             if status in RETRY_STATUSES and retries < self.max_retries:
                 wait = _retry_after(response) if status == 429 else None
@@ -378,12 +506,12 @@ class SendGridClient:
                     response.headers.get('Content-Type', 'no content type').split(';')[0], _excerpt(response.text))],
                 retries)
 
-    def paginate(self, path, params=None, limit=500):
+    def paginate(self, path, params=None, limit=500, on_behalf_of=None):
         """Yield the items of a list endpoint paged with limit/offset, until a short page."""
         offset = 0
         while True:
             page_params = dict(params or {}, limit=limit, offset=offset)
-            page = self.request('GET', path, params=page_params)
+            page = self.request('GET', path, on_behalf_of=on_behalf_of, params=page_params)
             if not isinstance(page, list):
                 raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
             yield from page
@@ -414,8 +542,10 @@ def _root_reason(exc):
 
 
 def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
-    """A readable sentence for a transport failure. Built from our own words and the exception's
-    class and reason only: exception texts never carry request headers, so the key cannot leak."""
+    """A readable sentence for a transport failure, from our own words and the exception's innermost reason.
+
+    That reason can quote a request header (an invalid header value is reported with the value), so the
+    caller masks the sentence before it leaves the client."""
     where = '%s %s%s' % (method, base_url, path)
     if on_behalf_of:
         where += ' (on behalf of %s)' % on_behalf_of
@@ -451,6 +581,8 @@ def client_from_module(module, pool_size=10):
     params = module.params
     try:
         check_connection_params(params)
+        # no_log masks the value as given; the key actually sent may be shorter (a trailing newline removed).
+        module.no_log_values.add(normalize_api_key(params['api_key']))
         client = SendGridClient(
             api_key=params['api_key'], region=params['region'], api_url=params['api_url'], timeout=params['timeout'],
             validate_certs=params['validate_certs'], max_retries=params['max_retries'], pool_size=pool_size)

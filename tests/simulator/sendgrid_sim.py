@@ -275,6 +275,11 @@ class Simulator:
             self._accounts[key] = dict(DEFAULT_SETTINGS if settings is None else settings)
         return key
 
+    def tamper_subuser(self, username, **fields):
+        """Change fields of a subuser's /v3/subusers item to anything, valid or not: for tests of a hostile API answer."""
+        with self._lock:
+            self._subusers[username].update(fields)
+
     def populate_subusers(self, count, *, eu_every=0, disabled_every=0, drift_mixed=False):
         """Add `count` subusers named sub0001, ... (numbering goes on from the subusers already there).
 
