@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 
 from dnslib import AAAA, MX, QTYPE, RCODE, RR, A, DNSLabel
 from dnslib.server import BaseResolver, DNSServer as _DNSLibServer
@@ -22,7 +23,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
-from tests.tls_servers import CONNECTION_TIMEOUT, Certificates, server_context
+from tests.tls_servers import CONNECTION_TIMEOUT, Certificates, DripServer, StartTLSStallServer, server_context
 
 LOOPBACK = '127.0.0.1'
 # aiosmtpd logs every handshake the prober aborts on purpose (one per TLS version it tries).
@@ -30,9 +31,10 @@ logging.getLogger('mail.log').setLevel(logging.CRITICAL)
 
 
 class _Resolver(BaseResolver):
-    def __init__(self, records):
+    def __init__(self, records, delays):
         super().__init__()
         self.records = records
+        self.delays = delays
         self.queries = []
 
     def resolve(self, request, handler):
@@ -40,6 +42,8 @@ class _Resolver(BaseResolver):
         name = str(request.q.qname).rstrip('.').lower()
         qtype = QTYPE[request.q.qtype]
         self.queries.append((name, qtype))
+        # dnslib answers each query in a thread of its own, so a slow name delays no other.
+        time.sleep(self.delays.get(name, 0))
         if name not in self.records:
             reply.header.rcode = RCODE.NXDOMAIN
             return reply
@@ -56,10 +60,15 @@ class _Resolver(BaseResolver):
 
 
 class DNSServer:
-    """records: {name: [('MX', (preference, exchange)), ('A', '127.0.0.2'), ...]}; `nameserver` is 'IP:port'."""
+    """records: {name: [('MX', (preference, exchange)), ('A', '127.0.0.2'), ...]}; `nameserver` is 'IP:port'.
 
-    def __init__(self, records):
-        self.resolver = _Resolver({name.lower(): values for name, values in records.items()})
+    delays: {name: seconds} to wait before answering any query for that name, like a slow authoritative server.
+    Answers go over UDP at any size (no truncation), so that 2,000 MX records fit in one answer.
+    """
+
+    def __init__(self, records, delays=None):
+        self.resolver = _Resolver({name.lower(): values for name, values in records.items()},
+                                  {name.lower(): delay for name, delay in (delays or {}).items()})
         self._server = _DNSLibServer(self.resolver, address=LOOPBACK, port=0, logger=_QuietLogger())
 
     @property
@@ -108,6 +117,11 @@ class SilentListener:
         self._thread.start()
         return self
 
+    @property
+    def connections(self):
+        """How many connections it accepted."""
+        return len(self._held)
+
     def _accept(self):
         while not self._stopping.is_set():
             try:
@@ -145,7 +159,9 @@ class MXWorld:
 
     kinds: 'valid' (STARTTLS, certificate of the test CA for the MX name), 'untrusted' (STARTTLS, certificate of a CA
     nobody trusts), 'wrong_name' (test CA, but for another name), 'old_tls' (STARTTLS limited to TLS 1.0/1.1, valid
-    certificate), 'plain' (no STARTTLS), 'silent' (accepts, never answers), 'closed' (nothing listens: refused).
+    certificate), 'plain' (no STARTTLS), 'silent' (accepts, never answers), 'closed' (nothing listens: refused),
+    'drip' (an SMTP greeting dripped a byte at a time), 'tarpit' (an SMTP greeting of endless lines, one at a time),
+    'stall' (agrees to STARTTLS, then never answers the TLS handshake).
     """
 
     def __init__(self, certificates, domains):
@@ -155,6 +171,7 @@ class MXWorld:
         self.port = free_port_on(list(self.addresses.values()))
         self.rogue_ca = trustme.CA(organization_name='nobody trusts this CA')
         self.servers = []
+        self.by_domain = {}  # the MX server of each domain that has one
         records = {}
         for domain, kind in self.domains.items():
             mx = 'mx.' + domain
@@ -163,6 +180,7 @@ class MXWorld:
             server = self._server(kind, mx, self.addresses[domain])
             if server:
                 self.servers.append(server.start())
+                self.by_domain[domain] = server
         self.records = records
 
     def _server(self, kind, name, address):
@@ -172,6 +190,12 @@ class MXWorld:
             return SilentListener(address, self.port)
         if kind == 'plain':
             return SMTPOn(address, self.port)
+        if kind == 'drip':
+            return DripServer(address=address, port=self.port)
+        if kind == 'tarpit':
+            return DripServer(prefix=b'', unit=b'220-please wait\r\n', interval=0.2, address=address, port=self.port)
+        if kind == 'stall':
+            return StartTLSStallServer(address=address, port=self.port)
         issuer = self.rogue_ca if kind == 'untrusted' else self.certificates.ca
         leaf = issuer.issue_cert('other.example' if kind == 'wrong_name' else name)
         if kind == 'old_tls':

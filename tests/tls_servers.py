@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import warnings
 
 import trustme
@@ -76,10 +77,11 @@ def server_context(leaf, minimum=None, maximum=None, ciphers=None):
 
 
 class LoopbackServer:
-    """A TCP server on 127.0.0.1 and a free port; each connection is handled by handle(conn) in its own thread."""
+    """A TCP server on 127.0.0.1 and a free port (or the given loopback `address` and `port`); each connection is
+    handled by handle(conn) in its own thread."""
 
-    def __init__(self):
-        self._listener = socket.create_server((LOOPBACK, 0))
+    def __init__(self, address=LOOPBACK, port=0):
+        self._listener = socket.create_server((address, port))
         # accept() polls, so that stop() ends the loop without relying on close() waking a blocked accept().
         self._listener.settimeout(0.1)
         self.port = self._listener.getsockname()[1]
@@ -173,6 +175,53 @@ class BannerServer(LoopbackServer):
         conn.sendall(self.banner)
         if not self.hang_up:
             self.stopping.wait(CONNECTION_TIMEOUT)
+
+
+class DripServer(LoopbackServer):
+    """A tarpit that answers every read just in time: after `prefix`, one `unit` every `interval` seconds, for
+    `lifetime` seconds, then it hangs up. A byte (b'x' after b'220-') drips an SMTP greeting line that never ends;
+    a line (b'220-wait\\r\\n') an SMTP greeting of endless lines. With `context`, it drips after a TLS handshake.
+    `connections` counts the connections accepted."""
+
+    def __init__(self, prefix=b'220-', unit=b'x', interval=0.05, lifetime=15.0, context=None, **where):
+        super().__init__(**where)
+        self.prefix = prefix
+        self.unit = unit
+        self.interval = interval
+        self.lifetime = lifetime
+        self.context = context
+        self.connections = 0
+        self._count = threading.Lock()
+
+    def handle(self, conn):
+        with self._count:
+            self.connections += 1
+        if self.context:
+            conn = self.context.wrap_socket(conn, server_side=True)
+        conn.sendall(self.prefix)
+        ends = time.monotonic() + self.lifetime
+        while time.monotonic() < ends and not self.stopping.wait(self.interval):
+            conn.sendall(self.unit)
+
+
+class StartTLSStallServer(LoopbackServer):
+    """Speaks SMTP up to STARTTLS, agrees to start TLS, then never answers the ClientHello, like a middlebox
+    that holds TLS connections."""
+
+    def handle(self, conn):
+        conn.sendall(b'220 stall.test ESMTP\r\n')
+        with conn.makefile('rb') as reader:
+            for line in reader:
+                command = line.strip().upper()
+                if command.startswith((b'EHLO', b'HELO')):
+                    conn.sendall(b'250-stall.test\r\n250 STARTTLS\r\n')
+                elif command == b'STARTTLS':
+                    conn.sendall(b'220 2.0.0 Ready to start TLS\r\n')
+                    self.stopping.wait(CONNECTION_TIMEOUT)
+                    return
+                else:
+                    conn.sendall(b'221 2.0.0 Bye\r\n')
+                    return
 
 
 class ResettingServer(LoopbackServer):

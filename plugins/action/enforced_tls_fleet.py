@@ -19,11 +19,15 @@ Three ways to run, chosen by the role:
 The preflight verdict is shared by every worker process of one ``ansible-playbook`` run through files
 in Ansible's per-run local temporary directory (removed when the run ends): whichever task reaches an
 endpoint and key first checks it, under a lock, and every later task reuses the verdict.
+
+Every write is recorded first in the run's snapshot file (module_utils/snapshot.py: shared by the worker processes
+under the same kind of lock); ``mode: check_snapshot`` (``run_once``) and ``mode: restore`` (per host) are the restore
+playbook's, and the rollout playbook restores a batch with ``mode: restore``.
 """
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -37,16 +41,18 @@ from ansible.utils.sentinel import Sentinel
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
     HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency, check_connection_params,
-    resolve_base_url)
+    normalize_api_key, redact_data, resolve_base_url)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
+    DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, Recorder, SnapshotError, load as load_snapshot, locked, write_private_json)
 
 PREFIX = 'enforced_tls_policy_'
-MODES = ('enforce', 'audit', 'preflight')
+MODES = ('enforce', 'audit', 'preflight', 'restore', 'check_snapshot')
 # Every enforced_tls_policy_* variable the role and playbooks know; any other is most likely a typo.
 KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'concurrency', 'hosts', 'mode', 'result', 'impact',
                             'impact_domains', 'max_blocked', 'impact_nameservers', 'impact_smtp_port', 'impact_ca_path',
-                            'impact_timeout', 'batch', 'preflight'))
+                            'impact_timeout', 'impact_allow_private', 'batch', 'preflight', 'snapshot_dir'))
 DEFAULT_MODE_HINT = ('leave enforced_tls_policy_batch unset (false): the default per-subuser mode honours when:, includes and '
                      'every strategy')
 
@@ -60,10 +66,11 @@ class ActionModule(ActionBase):
 
     _supports_check_mode = True
     _supports_async = False
-    _VALID_ARGS = frozenset(('mode', 'batch', 'hosts', 'concurrency', 'fail_on_error', 'fail_on_drift'))
+    _VALID_ARGS = frozenset(('mode', 'batch', 'hosts', 'concurrency', 'fail_on_error', 'fail_on_drift', 'snapshot'))
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
+        self._keys = set()  # every API key this task resolves, to be masked in its result
         args = self._task.args
         unknown_args = set(args) - self._VALID_ARGS
         if unknown_args:
@@ -82,12 +89,22 @@ class ActionModule(ActionBase):
         if not HAS_REQUESTS:
             raise AnsibleActionFail(missing_required_lib('requests'))
         # An audit and a preflight only read, whatever the play's check mode says.
-        check_mode = bool(self._task.check_mode) or mode != 'enforce'
+        check_mode = bool(self._task.check_mode) or mode not in ('enforce', 'restore')
+        if mode in ('restore', 'check_snapshot') and (batch or 'hosts' in args):
+            raise AnsibleActionFail('mode %s works per subuser host: batch and hosts are not supported with it' % mode)
         if mode == 'preflight':
-            return self._preflight_task(task_vars)
-        if batch or 'hosts' in args:
-            return self._run_batch(task_vars, mode, check_mode, fail_on_error)
-        return self._run_host(task_vars, mode, check_mode, fail_on_drift and mode == 'audit')
+            result = self._preflight_task(task_vars)
+        elif mode == 'check_snapshot':
+            result = self._check_snapshot_task(task_vars)
+        elif mode == 'restore':
+            result = self._restore_host(task_vars, check_mode)
+        elif batch or 'hosts' in args:
+            result = self._run_batch(task_vars, mode, check_mode, fail_on_error)
+        else:
+            result = self._run_host(task_vars, mode, check_mode, fail_on_drift and mode == 'audit')
+        # The client masks what it raises; this masks the result as a whole (the role prints it, the audit writes it
+        # to reports, AWX stores it), with every key this task resolved, whatever no_log says.
+        return redact_data(result, self._keys | {os.environ.get('SENDGRID_API_KEY')})
 
     # -- per host ---------------------------------------------------------------------------------------------------
 
@@ -95,6 +112,7 @@ class ActionModule(ActionBase):
         host = task_vars['inventory_hostname']
         try:
             account, unknown = resolve_account(host, task_vars, self._templar)
+            self._keys.add(account['connection']['api_key'])
         except ValueError as exc:
             return dict(failed=True, changed=False, msg='invalid Enforced TLS policy variables, nothing was sent to SendGrid: %s'
                         % exc)
@@ -103,11 +121,84 @@ class ActionModule(ActionBase):
             result = self._converge_group(account['connection'], [account], check_mode, 1)[host]
         result = host_result(result, mode, bool(self._task.check_mode))
         result['host'] = host
+        _publish_snapshot(result, [result])
         if fail_on_drift and result.get('changes'):
             result.update(failed=True, msg='drifts from the policy: %s' % ', '.join(
                 '%s is %s, the policy wants %s' % (field, d['current'], d['desired']) for field, d in result['differences'].items()))
         if unknown:
             # No host name in it: Ansible shows an identical warning once, not once per subuser.
+            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
+        return result
+
+    # -- restore from a snapshot -----------------------------------------------------------------------------------
+
+    def _snapshot_path(self):
+        path = self._task.args.get('snapshot')
+        if not isinstance(path, str) or not path.strip():
+            raise AnsibleActionFail('snapshot is required with mode %s: the snapshot file to restore from (-e snapshot=FILE), '
+                                    'got %r' % (self._task.args.get('mode'), path))
+        # Relative to the directory ansible-playbook runs in, like the snapshot directory the role writes to.
+        return os.path.abspath(os.path.expanduser(path.strip()))
+
+    def _check_snapshot_task(self, task_vars):
+        """Run once before a restore: the file is sound and every subuser it names is a host of the play."""
+        path = self._snapshot_path()
+        try:
+            document = load_snapshot(path)
+        except SnapshotError as exc:
+            raise AnsibleActionFail(str(exc))
+        names = sorted(document['subusers'])
+        in_play = set(task_vars.get('ansible_play_hosts_all') or ())
+        missing = [name for name in names if name not in in_play]
+        if missing and not task_vars.get('ansible_limit'):
+            # Without --limit, a subuser the play cannot reach would silently keep the settings the snapshot undoes.
+            raise AnsibleActionFail(
+                'snapshot %s names %d subuser(s) that are not hosts of this play, so they could not be restored: %s. Use the '
+                'inventory the snapshot was taken with, or --limit to restore only some subusers; nothing was sent to SendGrid'
+                % (path, len(missing), ', '.join(missing)))
+        selected = [name for name in names if name in in_play]
+        result = dict(changed=False, snapshot=path, created=document['created'], subusers=selected, left_out=missing,
+                      msg='snapshot %s (taken %s) holds %d subuser(s); %d of them in this play%s' % (
+                          path, document['created'], len(names), len(selected),
+                          ' (the others are left out by --limit)' if missing else ''))
+        pending = sorted(name for name, entry in document['subusers'].items() if entry.get('pending'))
+        if pending:
+            # Harmless to restore (only what differs is written), but worth knowing: that run did not end normally.
+            result['warnings'] = ['the run that wrote %s stopped while writing %s: restoring them writes only what differs'
+                                  % (path, ', '.join(pending))]
+        return result
+
+    def _restore_host(self, task_vars, check_mode):
+        """Converge one host back to the settings the snapshot recorded for it (GET, then a PATCH only if they differ)."""
+        host = task_vars['inventory_hostname']
+        path = self._snapshot_path()
+        try:
+            entry = load_snapshot(path)['subusers'].get(host)
+        except SnapshotError as exc:
+            return dict(failed=True, changed=False, msg=str(exc))
+        if entry is None:
+            return dict(changed=False, skipped=True, host=host, msg='%s is not in the snapshot %s: nothing to restore' % (host, path))
+        # The recorded values replace the policy variables (checked by load_snapshot: booleans and "1.x" strings only);
+        # the account comes from the snapshot, the key and endpoint from the host's variables as for the role.
+        overlay = {PREFIX + field: entry['previous'].get(field) for field in FIELDS}
+        try:
+            account, unknown = resolve_account(host, dict(task_vars, **overlay), self._templar)
+            self._keys.add(account['connection']['api_key'])
+        except ValueError as exc:
+            return dict(failed=True, changed=False, msg='invalid connection variables, nothing was sent to SendGrid: %s' % exc)
+        account.update(on_behalf_of=entry['on_behalf_of'], snapshot_dir=None)  # a restore is not recorded again
+        endpoint = resolve_base_url(account['connection']['region'], account['connection']['api_url'])
+        if endpoint != entry['endpoint']:
+            # The key goes where the host's variables say, never where a file says: a mismatch is refused, not followed.
+            return dict(failed=True, changed=False, msg='%s was written on %s (snapshot %s), but its variables address %s; set '
+                        '%sregion or %sapi_url to match. Nothing was sent to SendGrid' % (
+                            host, entry['endpoint'], path, endpoint, PREFIX, PREFIX))
+        result = self._preflighted(account, host)
+        if not result['failed']:
+            result = self._converge_group(account['connection'], [account], check_mode, 1)[host]
+        result = host_result(result, 'enforce', bool(self._task.check_mode))
+        result.update(host=host, restored_from=path)
+        if unknown:
             result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
         return result
 
@@ -117,6 +208,7 @@ class ActionModule(ActionBase):
         host = task_vars['inventory_hostname']
         try:
             account = resolve_account(host, task_vars, self._templar)[0]
+            self._keys.add(account['connection']['api_key'])
         except ValueError:
             # The per-host task names the variable under the host's own name; a preflight has nothing to check yet.
             return dict(changed=False, skipped=True, msg='no valid connection variables on %s: nothing to check' % host)
@@ -156,6 +248,7 @@ class ActionModule(ActionBase):
                 continue
             unknown.update(unknown_here)
             accounts.append(account)
+            self._keys.add(account['connection']['api_key'])
         if errors:
             raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- ' + '\n- '.join(errors))
 
@@ -185,6 +278,7 @@ class ActionModule(ActionBase):
         )
         if unknown:
             result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(sorted(unknown))]
+        _publish_snapshot(result, report)
         if failed and fail_on_error:
             result.update(failed=True, msg=failures_message(failed, len(report), 'subusers'))
         return result
@@ -230,7 +324,8 @@ class ActionModule(ActionBase):
             outcome = [dict(failed=True, changed=False, status='failed', msg=str(exc)) for dummy in group]
         else:
             try:
-                outcome = run_batch(lambda account: converge(client, account['desired'], account['on_behalf_of'], check_mode),
+                outcome = run_batch(lambda account: converge(client, account['desired'], account['on_behalf_of'], check_mode,
+                                                             None if check_mode else _recorder(account)),
                                     group, concurrency)
             finally:
                 client.close()
@@ -303,16 +398,21 @@ def resolve_account(host, variables, templar):
             raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
         on_behalf_of = var('on_behalf_of', host)
         connection = dict(
-            api_key=var('api_key') or os.environ.get('SENDGRID_API_KEY'),
+            # Normalized here, so that "KEY" and "KEY\n" (a vault file's newline) share one preflight and one client.
+            api_key=normalize_api_key(var('api_key') or os.environ.get('SENDGRID_API_KEY'), PREFIX + 'api_key'),
             region=var('region') or variables.get('sendgrid_region') or 'global',
             api_url=var('api_url') or os.environ.get('SENDGRID_API_URL') or None,
         )
         check_connection_params(dict(connection, on_behalf_of=on_behalf_of or None), prefix=PREFIX)
         concurrency = check_concurrency(var('concurrency', 8), PREFIX + 'concurrency')
+        snapshot_dir = var('snapshot_dir', DEFAULT_SNAPSHOT_DIR)
+        if not isinstance(snapshot_dir, str) or not snapshot_dir.strip():
+            raise ValueError('%ssnapshot_dir must be a directory path (where every write\'s previous settings are kept), got %r'
+                             % (PREFIX, snapshot_dir))
     except (TypeError, SendGridConfigError) as exc:
         raise ValueError(str(exc))
     return dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection,
-                concurrency=concurrency), unknown
+                concurrency=concurrency, snapshot_dir=snapshot_dir), unknown
 
 
 def host_result(result, mode, task_check_mode):
@@ -352,56 +452,63 @@ def preflight_once(connection, host):
     """The run's verdict on an endpoint and key: {'ok', 'msg', 'host', 'endpoint'}; the first caller does the request."""
     fingerprint, endpoint = _fingerprint(connection)
     path = os.path.join(_run_dir(), 'preflight-%s' % fingerprint)
-    with open(path + '.lock', 'a', encoding='utf-8') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(path + '.lock'):
         try:
+            with open(path + '.json', encoding='utf-8') as verdict_file:
+                return json.load(verdict_file)
+        except (OSError, ValueError):
+            pass
+        verdict = dict(ok=True, msg='', host=host, endpoint=endpoint)
+        try:
+            client = SendGridClient(**connection)
             try:
-                with open(path + '.json', encoding='utf-8') as verdict_file:
-                    return json.load(verdict_file)
-            except (OSError, ValueError):
-                pass
-            verdict = dict(ok=True, msg='', host=host, endpoint=endpoint)
-            try:
-                client = SendGridClient(**connection)
-                try:
-                    client.request('GET', PATH)
-                finally:
-                    client.close()
-            except SendGridError as exc:
-                verdict.update(ok=False, msg='preflight of %s failed (it reads the parent account once for every subuser '
-                                             'with this API key and endpoint): %s' % (endpoint, exc))
-            _write_json(path + '.json', verdict)
-            return verdict
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+                client.request('GET', PATH)
+            finally:
+                client.close()
+        except SendGridError as exc:
+            verdict.update(ok=False, msg='preflight of %s failed (it reads the parent account once for every subuser '
+                                         'with this API key and endpoint): %s' % (endpoint, exc))
+        write_private_json(path + '.json', verdict)
+        return verdict
 
 
 def record_batch(play, hosts, failed, play_hosts):
     """Remember this batch's hosts and failures for the run; return every failure so far and whether the batch is the last."""
     path = os.path.join(_run_dir(), 'batch-%s' % hashlib.sha256(str(play._uuid).encode()).hexdigest()[:16])  # pylint: disable=protected-access
-    with open(path + '.lock', 'a', encoding='utf-8') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with locked(path + '.lock'):
         try:
-            try:
-                with open(path + '.json', encoding='utf-8') as state_file:
-                    state = json.load(state_file)
-            except (OSError, ValueError):
-                state = dict(processed=[], failed={})
-            state['processed'] = sorted(set(state['processed']) | set(hosts))
-            state['failed'].update(failed)
-            _write_json(path + '.json', state)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            with open(path + '.json', encoding='utf-8') as state_file:
+                state = json.load(state_file)
+        except (OSError, ValueError):
+            state = dict(processed=[], failed={})
+        state['processed'] = sorted(set(state['processed']) | set(hosts))
+        state['failed'].update(failed)
+        write_private_json(path + '.json', state)
     # ansible_play_hosts holds every host of the play still in the game, later serial batches included.
     last = set(play_hosts) <= set(state['processed'])
     return state['failed'], last
 
 
-def _write_json(path, data):
-    tmp = path + '.tmp'
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w', encoding='utf-8') as handle:
-        json.dump(data, handle)
-    os.replace(tmp, path)
+def _recorder(account):
+    """The snapshot hook of one account's write (None: not recorded), in the run's snapshot file of its directory."""
+    if not account.get('snapshot_dir'):
+        return None
+    connection = account['connection']
+    recorder = Recorder(_run_dir(), account['snapshot_dir'])
+    return functools.partial(recorder.record, account['host'], account['on_behalf_of'],
+                             resolve_base_url(connection['region'], connection['api_url']), connection['region'])
+
+
+def _publish_snapshot(result, reports):
+    """Custom stats (what set_stats publishes: AWX shows them as the job's artifacts) for the snapshot entries written.
+
+    Per run, not per host: the path, and a count Ansible adds up over every task of the run (each entry counted once).
+    """
+    recorded = [report['snapshot'] for report in reports if report.get('snapshot')]
+    if recorded:
+        result['ansible_stats'] = dict(per_host=False, aggregate=True, data=dict(
+            enforced_tls_snapshot=dict(path=recorded[-1]['path']),
+            enforced_tls_snapshot_subusers=sum(1 for item in recorded if item['new'])))
 
 
 def _by_connection(accounts):

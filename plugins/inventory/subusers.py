@@ -14,20 +14,31 @@ author:
 description:
   - Lists the subusers of a SendGrid parent account (C(GET /v3/subusers), paged with C(limit)/C(offset))
     and makes each one a host named after its username, in the group C(sendgrid_subusers).
-  - Hosts run locally (C(ansible_connection=local), C(ansible_python_interpreter) set to the controller's Python),
-    since the tasks call SendGrid's API on their behalf.
+  - Hosts run locally (C(ansible_connection=local)), since the tasks call SendGrid's API on their behalf. The
+    collection's role and playbooks run nothing on them but controller-side actions, so no interpreter is set.
+  - To run modules on these hosts with the Python that runs C(ansible-playbook) (the one with C(requests)), set
+    C(ansible_python_interpreter) to C({{ ansible_playbook_python }}) in C(group_vars/sendgrid_subusers.yml). It is
+    evaluated when the job runs, so AWX uses its execution environment's Python, not the one that synced the inventory.
   - Host variables C(sendgrid_subuser_id), C(sendgrid_email), C(sendgrid_disabled) and C(sendgrid_region)
     (V(global) or V(eu)).
   - Disabled subusers are left out unless O(include_disabled) is true.
   - The configuration file name must end in C(sendgrid.yml) or C(sendgrid.yaml).
-  - Connection options are those of the collection's modules; O(api_key), O(region) and O(api_url) also fall back
-    to E(SENDGRID_API_KEY), E(SENDGRID_REGION) and E(SENDGRID_API_URL). O(api_key) and O(api_url) may be templates
+  - Connection options are those of the collection's modules. O(api_key) and O(api_url) may be templates
     (for example a lookup).
 extends_documentation_fragment:
   - mailsec.sendgrid.api
   - ansible.builtin.constructed
   - ansible.builtin.inventory_cache
 options:
+  api_key:
+    env:
+      - name: SENDGRID_API_KEY
+  region:
+    env:
+      - name: SENDGRID_REGION
+  api_url:
+    env:
+      - name: SENDGRID_API_URL
   plugin:
     description: The name of this plugin; must be V(mailsec.sendgrid.subusers).
     type: str
@@ -38,7 +49,10 @@ options:
     type: bool
     default: false
   username:
-    description: Only subusers whose username starts with this (SendGrid's C(username) filter).
+    description:
+      - Only the subuser with exactly this username (at most one host).
+      - Sent as SendGrid's C(username) filter of C(GET /v3/subusers), documented as the subuser's username; the
+        answer is also filtered by exact name here, so the result is the same whichever way the API matches.
     type: str
   page_size:
     description: Subusers asked for per request (SendGrid allows at most 500).
@@ -65,9 +79,7 @@ plugin: mailsec.sendgrid.subusers
 # cache_timeout: 3600
 """
 
-import os
 import re
-import sys
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleParserError
@@ -100,7 +112,6 @@ def make_unsafe(value):
     if isinstance(value, str) and _TEMPLATE_CHARACTERS.search(value):
         return wrap_var(value)
     return value
-ENV = dict(api_key='SENDGRID_API_KEY', region='SENDGRID_REGION', api_url='SENDGRID_API_URL')
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
@@ -117,8 +128,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _option(self, name):
         value = self.get_option(name)
-        if value in (None, '') and name in ENV:
-            value = os.environ.get(ENV[name]) or None
+        if value == '':
+            value = None  # an empty variable in an AWX credential or an env file means "not set"
         if isinstance(value, str) and name in ('api_key', 'api_url') and self.templar.is_possibly_template(value):
             value = self.templar.template(value)
         return value
@@ -136,9 +147,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if self.get_option('username'):
             params['username'] = self.get_option('username')
         try:
-            return list(client.paginate('/v3/subusers', params, limit=page_size))
+            subusers = list(client.paginate('/v3/subusers', params, limit=page_size))
         finally:
             client.close()
+        if params.get('username'):
+            subusers = [item for item in subusers if isinstance(item, dict) and item.get('username') == params['username']]
+        return subusers
 
     def _check_config(self, config):
         """Refuse what Ansible's option layer would silently accept: unknown options, non-boolean words."""
@@ -187,8 +201,6 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             host = self.inventory.add_host(item['username'], group=GROUP)
             hostvars = dict(
                 ansible_connection='local',
-                # The controller's own Python (it has requests): these hosts run their modules locally.
-                ansible_python_interpreter=sys.executable,
                 sendgrid_subuser_id=item.get('id'),
                 sendgrid_email=item.get('email'),
                 sendgrid_disabled=bool(item.get('disabled')),

@@ -443,9 +443,11 @@ class SendGridClient:
         except (ValueError, UnicodeError, TypeError) as exc:
             # Not a transport failure: a header or body the HTTP layer refused to encode. Its text may quote the
             # header, so only the class name and a masked excerpt; "from None" keeps the original off any traceback.
-            raise SendGridError(self.redact('SendGrid API request not sent: %s on %s %s%s: %s' % (
-                type(exc).__name__, method, self.base_url, path,
-                ' (on behalf of %s)' % on_behalf_of if on_behalf_of else '', _excerpt(str(exc), 200)))) from None
+            where = '%s %s%s' % (method, self.base_url, path)
+            if on_behalf_of:
+                where += ' (on behalf of %s)' % on_behalf_of
+            raise SendGridError(self.redact('SendGrid API request not sent: %s on %s: %s' % (
+                type(exc).__name__, where, _excerpt(str(exc), 200)))) from None
 
     def _request(self, method, path, on_behalf_of, params, body):
         headers = {}

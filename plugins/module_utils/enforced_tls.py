@@ -11,6 +11,7 @@ and :func:`run_batch`, so a single account and a thousand behave the same way.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.parsing.convert_bool import boolean
@@ -132,17 +133,25 @@ def read(client, on_behalf_of=None):
     return current
 
 
-def converge(client, desired, on_behalf_of=None, check_mode=False):
-    """Read, compare, and (unless check mode) write only what differs. Returns the account's result."""
+def converge(client, desired, on_behalf_of=None, check_mode=False, record=None):
+    """Read, compare, and (unless check mode) write only what differs. Returns the account's result.
+
+    ``record(previous)``, when given, is a context manager around the write that keeps the previous values of the
+    fields written (the fleet's snapshot): entered before the PATCH, so nothing is written unrecorded.
+    """
     before = read(client, on_behalf_of)
     changes = plan(before, desired)
     after = dict(before, **changes)
+    result = dict(changed=bool(changes), before=before, enforced_tls=after, changes=changes,
+                  status=('would_change' if check_mode else 'changed') if changes else 'compliant')
     if changes and not check_mode:
-        # The state after comes from the PATCH answer: a GET right after a write may still show the old state.
-        after.update(parse_settings(client.request('PATCH', PATH, on_behalf_of=on_behalf_of, body=to_api(changes)),
-                                    'PATCH'))
-    return dict(changed=bool(changes), before=before, enforced_tls=after, changes=changes,
-                status=('would_change' if check_mode else 'changed') if changes else 'compliant')
+        with record({field: before[field] for field in changes}) if record else contextlib.nullcontext() as recorded:
+            # The state after comes from the PATCH answer: a GET right after a write may still show the old state.
+            after.update(parse_settings(client.request('PATCH', PATH, on_behalf_of=on_behalf_of, body=to_api(changes)),
+                                        'PATCH'))
+        if recorded is not None:
+            result['snapshot'] = recorded
+    return result
 
 
 def run_batch(work, accounts, concurrency):

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import io
 import ipaddress
 import platform
 import re
 import socket
 import ssl
+import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version as distribution_version
@@ -59,6 +62,13 @@ _SMTP_MAX_LINE = 2048
 _SMTP_MAX_LINES = 100
 _SMTP_REPLY = re.compile(br'^(\d{3})([ -]?)(.*?)\r?\n?$', re.DOTALL)
 
+# Overall time limits, in multiples of `timeout` (the wait for one network step). The step wait alone does not
+# bound a probe: a peer that sends one byte just before each wait runs out (a tarpit) would hold it for hours.
+# One tls_check endpoint: the test's connection and, after a failure, the one that explains it.
+ENDPOINT_LIMIT_STEPS = 3
+# One recipient MX host: its five connections (one per TLS version, one verifying the certificate).
+MX_LIMIT_STEPS = 4
+
 
 def local_stack():
     """The TLS components of this host that a failed test may point at (Python, OpenSSL, HTTP libraries)."""
@@ -94,6 +104,120 @@ def protocol_label(protocol):
     if protocol == 'TLSv1':
         return 'TLS 1.0'
     return protocol.replace('TLSv', 'TLS ').replace('SSLv', 'SSL ')
+
+
+class Deadline:
+    """The end of one probe's time on the monotonic clock. Every network step (connect, each read, each write, the
+    TLS handshake) waits at most `timeout` seconds and never past the end: :meth:`step` is checked before each one.
+
+    `limit` is the overall seconds; `until` (a time.monotonic() value) may end it sooner, for a caller with a deadline
+    of its own.
+    """
+
+    def __init__(self, limit, timeout, until=None):
+        start = time.monotonic()
+        self.timeout = timeout
+        self.end = start + limit if until is None else min(start + limit, until)
+        self.limit = self.end - start
+
+    def remaining(self):
+        return self.end - time.monotonic()
+
+    @property
+    def passed(self):
+        return self.remaining() <= 0
+
+    def step(self):
+        """Seconds the next network step may wait: min(timeout, time left); socket.timeout when no time is left."""
+        left = self.remaining()
+        if left <= 0:
+            raise socket.timeout('the time limit of %g seconds has passed' % self.limit)
+        return min(self.timeout, left)
+
+    def arm(self, sock):
+        """`sock` with the timeout of the next step (an SSL handshake counts it for the whole handshake)."""
+        sock.settimeout(self.step())
+        return sock
+
+
+class _DeadlineIO(io.RawIOBase):
+    """A socket's input for io.BufferedReader with each recv bounded by the deadline. A reader from
+    socket.makefile() waits `timeout` per recv, so readline() never ends for a peer that drips one byte at a time."""
+
+    def __init__(self, sock, deadline):
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        return self._deadline.arm(self._sock).recv_into(buffer)
+
+
+def _reader(sock, deadline):
+    """A buffered reader of `sock` (readline with a limit), every recv bounded by the deadline."""
+    return io.BufferedReader(_DeadlineIO(sock, deadline))
+
+
+class _DeadlineSocket:
+    """What http.client uses of its socket (sendall, makefile, close), every read and write bounded by the deadline."""
+
+    def __init__(self, sock, deadline):
+        self._sock = sock
+        self._deadline = deadline
+
+    def sendall(self, data):
+        self._deadline.arm(self._sock).sendall(data)
+
+    def makefile(self, *_args, **_kwargs):
+        return _reader(self._sock, self._deadline)
+
+    def close(self):
+        """The session that opened the socket closes it."""
+
+
+def _resolve(host, port, deadline):
+    """getaddrinfo() of `host` within one step of the deadline. The system resolver has no timeout of its own that
+    we control (with several name servers it may try for a minute), so it runs in a thread we stop waiting for;
+    the thread is a daemon, so that a stuck look-up cannot hold the module's exit either."""
+    outcome = {}
+
+    def look_up():
+        try:
+            outcome['addresses'] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name that cannot be encoded for DNS
+            outcome['error'] = exc
+
+    wait = deadline.step()
+    thread = threading.Thread(target=look_up, name='resolve-%s' % host, daemon=True)
+    thread.start()
+    thread.join(wait)
+    if thread.is_alive():
+        raise socket.timeout('the look-up of %s did not finish' % host)
+    if 'error' in outcome:
+        raise outcome['error']
+    if not outcome['addresses']:
+        raise socket.gaierror('no address')
+    return outcome['addresses']
+
+
+def _connect(addresses, deadline):
+    """A TCP connection to the first of `addresses` (getaddrinfo() entries) that accepts one, each attempt within one
+    step of the deadline (socket.create_connection would give each address the full timeout)."""
+    error = None
+    for family, kind, proto, _name, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            deadline.arm(sock).connect(address)
+            return sock
+        except OSError as exc:  # socket.timeout included
+            sock.close()
+            error = exc
+            if deadline.passed:
+                break
+    raise error
 
 
 class ProbeFailure(Exception):
@@ -155,7 +279,8 @@ class Prober:
             result['greeting'] = None
         if mode == 'smtp_starttls':
             result['starttls_offered'] = None
-        session = _Session(host, port, mode, self.timeout, result)
+        deadline = Deadline(ENDPOINT_LIMIT_STEPS * self.timeout, self.timeout)
+        session = _Session(host, port, mode, deadline, result)
         try:
             session.run(self.context, converse=True)
             result['supported'] = True
@@ -169,7 +294,7 @@ class Prober:
     def _retry(self, session, context):
         """Connect again with another context; the new session's facts, or None if that failed too."""
         facts = dict(session.facts)
-        retry = _Session(session.host, session.port, session.mode, self.timeout, facts)
+        retry = _Session(session.host, session.port, session.mode, session.deadline, facts)
         try:
             retry.run(context, converse=False)
         except (ProbeFailure, OSError, ValueError, _PeerClosed):
@@ -182,6 +307,9 @@ class Prober:
         if isinstance(exc, (socket.gaierror, UnicodeError)):
             return ProbeFailure('dns', '%s does not resolve (%s): check the name and the DNS settings of this host.' % (
                 session.host, getattr(exc, 'strerror', None) or exc))
+        if session.phase == 'resolve' and isinstance(exc, _TIMEOUTS):
+            return ProbeFailure('dns', 'The DNS look-up of %s did not finish within %g seconds: check the DNS settings '
+                                'of this host.' % (session.host, min(self.timeout, session.deadline.limit)))
         if isinstance(exc, ConnectionRefusedError):
             return ProbeFailure('refused', 'The connection to %s was refused: nothing listens on that port, '
                                 'or a firewall rejects the connection.' % where)
@@ -202,6 +330,8 @@ class Prober:
     def _timeout_reason(self, session):
         waited = 'within %g seconds' % self.timeout
         where = session.where
+        if session.deadline.passed:
+            return _over_time(session, 'endpoint', ENDPOINT_LIMIT_STEPS)
         if session.phase == 'connect':
             hint = ' (many networks block outgoing port 25: try port 587)' if session.port == 25 else ''
             return 'No answer from %s %s: a firewall probably drops the connection%s.' % (where, waited, hint)
@@ -270,34 +400,52 @@ class Prober:
 class _Session:
     """One connection: TCP, the mode's plain-text prelude, the TLS handshake, then the mode's first words over TLS.
 
-    `phase` tells a failure where it happened; `facts` (the probe's result dict) collects what was learnt.
+    `phase` tells a failure where it happened; `facts` (the probe's result dict) collects what was learnt. Every
+    network step is bounded by `deadline` (a Deadline shared with the other connections of the same probe).
+    `address` connects there instead of resolving `host` (which then only names the server for SNI).
     """
 
-    _PHASE_LABELS = dict(connect='TCP connection', greeting='wait for the SMTP greeting', ehlo='SMTP EHLO',
-                         starttls='SMTP STARTTLS command', handshake='TLS handshake')
+    _PHASE_LABELS = dict(resolve='DNS look-up', connect='TCP connection', greeting='wait for the SMTP greeting',
+                         ehlo='SMTP EHLO', starttls='SMTP STARTTLS command', handshake='TLS handshake')
 
-    def __init__(self, host, port, mode, timeout, facts):
+    def __init__(self, host, port, mode, deadline, facts, address=None, where=None):
         self.host = host
         self.port = port
         self.mode = mode
-        self.timeout = timeout
+        self.deadline = deadline
         self.facts = facts
+        self.address = address
         self.phase = 'connect'
-        self.where = '[%s]:%d' % (host, port) if ':' in host else '%s:%d' % (host, port)
+        self.where = where or ('[%s]:%d' % (host, port) if ':' in host else '%s:%d' % (host, port))
+        self.ehlo_reply = None
 
     @property
     def phase_label(self):
         return self._PHASE_LABELS[self.phase]
 
+    def connect(self):
+        if self.address is None:
+            self.phase = 'resolve'
+            addresses = _resolve(self.host, self.port, self.deadline)
+        else:
+            addresses = [(socket.AF_INET6 if ':' in self.address else socket.AF_INET, socket.SOCK_STREAM, 0, '',
+                          (self.address, self.port))]
+        self.phase = 'connect'
+        return _connect(addresses, self.deadline)
+
     def run(self, context, converse):
         """Handshake under `context`; with `converse`, also send the HTTP request or read the SMTPS greeting."""
-        self.phase = 'connect'
-        sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock = self.connect()
         try:
-            if self.mode == 'smtp_starttls':
-                self._starttls_prelude(sock)
-            self.phase = 'handshake'
-            sock = context.wrap_socket(sock, server_hostname=self.host)
+            if self.mode == 'smtp_starttls' and not self.starttls_prelude(sock):
+                code, lines = self.ehlo_reply
+                if code != 250:
+                    raise ProbeFailure('starttls_not_offered', '%s answered EHLO with "%s", so it offers no STARTTLS: '
+                                       'mail would travel unencrypted.' % (self.where, lines[0]))
+                raise ProbeFailure('starttls_not_offered', '%s does not offer STARTTLS after EHLO, so mail would travel '
+                                   'unencrypted: enable TLS on the server, or a proxy or firewall in between strips '
+                                   'STARTTLS.' % self.where)
+            sock = self.handshake(sock, context)
             self.facts.update(protocol=sock.version(), cipher=sock.cipher()[0],
                               certificate=certificate_info(sock.getpeercert(binary_form=True)))
             if converse:
@@ -305,40 +453,44 @@ class _Session:
         finally:
             sock.close()
 
-    def _starttls_prelude(self, sock):
-        with sock.makefile('rb') as reader:
+    def starttls_prelude(self, sock):
+        """Greeting, EHLO, and STARTTLS when offered: True once the server agreed to start TLS, False when it offers
+        no STARTTLS (then nothing more is sent; ehlo_reply holds the EHLO answer)."""
+        with _reader(sock, self.deadline) as reader:
             self.phase = 'greeting'
             self.facts['greeting'] = _smtp_expect(reader, 220, 'the connection', self.where)
             self.phase = 'ehlo'
-            sock.sendall(b'EHLO ' + _ehlo_name() + b'\r\n')
-            code, lines = _smtp_reply(reader)
+            self.deadline.arm(sock).sendall(b'EHLO ' + _ehlo_name() + b'\r\n')
+            self.ehlo_reply = code, lines = _smtp_reply(reader)
             keywords = [line[4:].split(' ')[0].upper() for line in lines[1:]] if code == 250 else []
             self.facts['starttls_offered'] = 'STARTTLS' in keywords
-            if code != 250:
-                raise ProbeFailure('starttls_not_offered', '%s answered EHLO with "%s", so it offers no STARTTLS: '
-                                   'mail would travel unencrypted.' % (self.where, lines[0]))
-            if 'STARTTLS' not in keywords:
-                raise ProbeFailure('starttls_not_offered', '%s does not offer STARTTLS after EHLO, so mail would travel '
-                                   'unencrypted: enable TLS on the server, or a proxy or firewall in between strips '
-                                   'STARTTLS.' % self.where)
+            if not self.facts['starttls_offered']:
+                return False
             self.phase = 'starttls'
-            sock.sendall(b'STARTTLS\r\n')
+            self.deadline.arm(sock).sendall(b'STARTTLS\r\n')
             _smtp_expect(reader, 220, 'STARTTLS', self.where)
+        return True
+
+    def handshake(self, sock, context):
+        """The TLS socket after a handshake under `context`, which may take one step of the deadline in all."""
+        self.phase = 'handshake'
+        return context.wrap_socket(self.deadline.arm(sock), server_hostname=self.host)
 
     def _converse(self, tls, context):
         """The application's first words over TLS. They are for information: the handshake result stands either way."""
         try:
             if self.mode == 'https':
-                connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=context)
+                connection = http.client.HTTPSConnection(self.host, self.port, timeout=self.deadline.timeout,
+                                                         context=context)
                 # The request travels over the connection just tested, as curl's would, not over a new one.
-                connection.sock = tls
+                connection.sock = _DeadlineSocket(tls, self.deadline)
                 connection.request('HEAD', '/', headers={'User-Agent': USER_AGENT})
                 self.facts['http_status'] = connection.getresponse().status
                 return
-            with tls.makefile('rb') as reader:
+            with _reader(tls, self.deadline) as reader:
                 if self.mode == 'smtps':
                     self.facts['greeting'] = _smtp_expect(reader, 220, 'the connection', self.where)
-                tls.sendall(b'QUIT\r\n')
+                self.deadline.arm(tls).sendall(b'QUIT\r\n')
                 _smtp_reply(reader)
         except (OSError, http.client.HTTPException, ProbeFailure, _PeerClosed):
             pass  # http_status / greeting stay null: the server said nothing useful after the handshake
@@ -363,6 +515,16 @@ def _legacy_context():
     except (ValueError, ssl.SSLError):
         return None
     return context
+
+
+def _over_time(session, scope, steps):
+    """Why a test was cut short by its overall deadline (Deadline), per `scope` (what the limit applies to)."""
+    if session.phase == 'handshake':
+        hint = 'it never completes the TLS handshake, or a firewall or proxy in between holds the connection'
+    else:
+        hint = 'it answers too slowly, or drips its answers a byte or a line at a time like a tarpit'
+    return '%s did not complete the test within %g seconds (the limit per %s, %d times timeout), in the %s: %s.' % (
+        session.where, session.deadline.limit, scope, steps, session.phase_label, hint)
 
 
 def _adopt_handshake(session, facts):
@@ -576,6 +738,7 @@ _MX_PROTOCOLS = {'1.0': ssl.TLSVersion.TLSv1, '1.1': ssl.TLSVersion.TLSv1_1, '1.
 # X509_V_FLAG_NO_CHECK_TIME: verify the chain without its dates; expiry is reported on its own.
 _NO_CHECK_TIME = 0x200000
 _UNREACHABLE_CODES = ('timeout', 'refused', 'unreachable')
+_STALLED = 'stalled'  # MXProber._handshake: the handshake got no answer within one step (not a refusal)
 
 
 def mx_context(tls_version=None, ca_path=None, verify=False):
@@ -642,34 +805,47 @@ class MXProber:
         self.verifying = {tls_version: mx_context(tls_version, ca_path=ca_path, verify=True)
                           for tls_version, context in self.contexts.items() if context is not None}
 
-    def profile(self, name, address):
+    def profile(self, name, address, until=None):
         """{starttls_offered, tls_versions, tls_best, certificate, error_code, error} of the MX `name` at `address`.
 
         error_code is None, or one of the tls_check reason codes when the MX could not be tested to the end
         (timeout, refused, unreachable: this host cannot reach it; smtp_error, connection_closed, tls_error).
+        All connections to the MX share one deadline: MX_LIMIT_STEPS times timeout from now, or `until` (a
+        time.monotonic() value) when that comes first; past it, error_code is timeout. A TLS handshake that stalls
+        leaves its version null (not tested) rather than failed; if no version succeeded, error_code is timeout.
         """
+        deadline = Deadline(MX_LIMIT_STEPS * self.timeout, self.timeout, until)
         result = dict(host=name, address=address, port=self.port, greeting=None, starttls_offered=None,
                       tls_versions={tls_version: None for tls_version in MX_TLS_VERSIONS}, tls_best=None,
                       certificate=None, error_code=None, error=None)
         der = None
+        stalled = []
         for tls_version in reversed(MX_TLS_VERSIONS):
             context = self.contexts[tls_version]
             if context is None:
                 continue
-            outcome = self._handshake(name, address, context, result)
+            outcome = self._handshake(name, address, context, result, deadline)
             if outcome == 'stop':
                 return result
+            if outcome == _STALLED:
+                stalled.append('TLS ' + tls_version)
+                continue
             result['tls_versions'][tls_version] = outcome is not None
             if outcome is not None and der is None:
                 der = outcome
                 result['tls_best'] = tls_version
         if der is None:
-            if not result['error_code']:
+            if stalled:
+                # A handshake that never ends is not a refusal: a middlebox may be holding the connection.
+                result.update(error_code='timeout', error='%s offers STARTTLS, but the TLS handshake (%s) did not '
+                              'complete within %g seconds: a firewall or proxy in between may hold the connection.' % (
+                                  self._where(name, address), ', '.join(stalled), self.timeout))
+            elif not result['error_code']:
                 result.update(error_code='tls_error', error='%s offers STARTTLS, but no TLS handshake succeeded with '
                               'any version from TLS 1.0 to 1.3.' % self._where(name, address))
             return result
         info = certificate_info(der) or {}
-        trusted, why = self._trusted(name, address, result['tls_best'])
+        trusted, why = self._trusted(name, address, result['tls_best'], deadline)
         result['certificate'] = dict(
             info, trusted=trusted, untrusted_reason=why,
             name_matches=name_matches(name, info.get('subject_alt_names')),
@@ -679,16 +855,21 @@ class MXProber:
     def _where(self, name, address):
         return '%s (%s) port %d' % (name, address, self.port)
 
-    def _handshake(self, name, address, context, result):
+    def _handshake(self, name, address, context, result, deadline):
         """The server's DER certificate after STARTTLS and a handshake under `context`; None when that handshake
-        failed; 'stop' when the MX cannot be tested at all (the reason is in result)."""
+        failed; _STALLED when it did not complete within one step; 'stop' when the MX cannot be tested any further
+        (the reason is in result)."""
         where = self._where(name, address)
-        phase = 'connect'
+        session = _Session(name, self.port, 'smtp_starttls', deadline, result, address=address, where=where)
         try:
-            sock = socket.create_connection((address, self.port), timeout=self.timeout)
+            sock = session.connect()
         except _TIMEOUTS:
-            result.update(error_code='timeout', error='No answer from %s within %g seconds: port %d is probably blocked '
-                          'between this host and the MX (many networks block outgoing port 25).' % (where, self.timeout, self.port))
+            if deadline.passed:
+                result.update(error_code='timeout', error=_over_time(session, 'MX host', MX_LIMIT_STEPS))
+            else:
+                result.update(error_code='timeout', error='No answer from %s within %g seconds: port %d is probably '
+                              'blocked between this host and the MX (many networks block outgoing port 25).' % (
+                                  where, self.timeout, self.port))
             return 'stop'
         except ConnectionRefusedError:
             result.update(error_code='refused', error='The connection to %s was refused: port %d may be blocked from '
@@ -699,52 +880,47 @@ class MXProber:
                 where, exc.strerror or exc))
             return 'stop'
         try:
-            with sock.makefile('rb') as reader:
-                phase = 'greeting'
-                result['greeting'] = _smtp_expect(reader, 220, 'the connection', where)
-                phase = 'ehlo'
-                sock.sendall(b'EHLO ' + _ehlo_name() + b'\r\n')
-                code, lines = _smtp_reply(reader)
-                keywords = [line[4:].split(' ')[0].upper() for line in lines[1:]] if code == 250 else []
-                result['starttls_offered'] = 'STARTTLS' in keywords
-                if not result['starttls_offered']:
-                    return 'stop'
-                phase = 'starttls'
-                sock.sendall(b'STARTTLS\r\n')
-                _smtp_expect(reader, 220, 'STARTTLS', where)
-            phase = 'handshake'
-            with context.wrap_socket(sock, server_hostname=name) as tls:
+            if not session.starttls_prelude(sock):
+                return 'stop'
+            with session.handshake(sock, context) as tls:
                 return tls.getpeercert(binary_form=True) or b''
         except ssl.SSLError as exc:
             if isinstance(exc, ssl.SSLCertVerificationError):
                 result['verify_error'] = exc.verify_message or _ssl_message(exc)
             return None
         except _TIMEOUTS:
-            if phase == 'handshake':
-                return None
+            if deadline.passed:
+                result.update(error_code='timeout', error=_over_time(session, 'MX host', MX_LIMIT_STEPS))
+                return 'stop'
+            if session.phase == 'handshake':
+                return _STALLED
             result.update(error_code='timeout', error='%s accepted the connection but stopped answering (%s) within '
-                          '%g seconds: a firewall or proxy in between may hold port %d.' % (where, phase, self.timeout, self.port))
+                          '%g seconds: a firewall or proxy in between may hold port %d.' % (
+                              where, session.phase, self.timeout, self.port))
             return 'stop'
         except ProbeFailure as failure:
             result.update(error_code=failure.code, error=failure.reason)
             return 'stop'
         except (OSError, _PeerClosed) as exc:
-            if phase == 'handshake':
+            if session.phase == 'handshake':
                 return None
             result.update(error_code='connection_closed', error='%s closed the connection during the SMTP %s (%s).' % (
-                where, phase, exc.__class__.__name__))
+                where, session.phase, exc.__class__.__name__))
             return 'stop'
         finally:
             sock.close()
 
-    def _trusted(self, name, address, tls_version):
-        """(trusted, why not) of the server's chain, by one more handshake that verifies it (dates excepted)."""
+    def _trusted(self, name, address, tls_version, deadline):
+        """(trusted, why not) of the server's chain, by one more handshake that verifies it (dates excepted);
+        trusted is None when that handshake could not be completed."""
         facts = {}
-        outcome = self._handshake(name, address, self.verifying[tls_version], facts)
-        if outcome is not None and outcome != 'stop':
-            return True, None
+        outcome = self._handshake(name, address, self.verifying[tls_version], facts, deadline)
         if outcome == 'stop':
             return None, facts.get('error')
+        if outcome == _STALLED:
+            return None, 'the TLS handshake that verifies it did not complete within %g seconds' % self.timeout
+        if outcome is not None:
+            return True, None
         return False, facts.get('verify_error') or 'the TLS handshake failed when the certificate was verified'
 
 

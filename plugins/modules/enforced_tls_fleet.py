@@ -31,6 +31,19 @@ description:
     accounts at a time, one HTTP client per API endpoint and key. It refuses, before any request, to run under a
     C(when:) condition (its own, a block's, an include's, an import's or a C(roles:) entry's), inside a looping include,
     or under a strategy other than C(linear).
+  - Before each write (O(mode=enforce), not in check mode) it records the subuser's previous values of the fields it
+    changes, with the endpoint, the region and a UTC timestamp, in the run's snapshot file in the directory
+    C(enforced_tls_policy_snapshot_dir) (default C(./enforced_tls_snapshots), relative to where C(ansible-playbook) runs),
+    one JSON file per run, shared by every worker process under a lock and replaced atomically, mode C(0600) in a
+    directory created C(0700). A write that fails is taken out again; the API key is never in it. If the previous values
+    cannot be recorded, the subuser fails and is not written. The file's path and the number of subusers in it are
+    published as custom stats (C(enforced_tls_snapshot), C(enforced_tls_snapshot_subusers)), as C(set_stats) does.
+  - O(mode=restore) returns the host to what O(snapshot) recorded for it, the same way (one GET, a PATCH of the recorded
+    fields that differ, none in check mode); a host the snapshot does not name is skipped. The account comes from the
+    snapshot, the key and endpoint from the host's variables; a snapshot taken on another endpoint is refused.
+    O(mode=check_snapshot) (with C(run_once)) checks the file and that every subuser it names is a host of the play
+    (unless C(--limit) is given) before any request. A malformed, truncated, edited (its checksum) or foreign file is
+    refused, naming the problem.
 requirements:
   - requests (Python library) on the controller
 author:
@@ -56,9 +69,15 @@ options:
         (where "changed" means "would change").
       - V(preflight) reads the parent account once for the endpoint and key of the host it runs on, and fails when that
         read fails. Use it with C(run_once).
+      - V(restore) returns the host to the settings O(snapshot) recorded for it.
+      - V(check_snapshot) checks O(snapshot) before a restore, without any request. Use it with C(run_once).
     type: str
-    choices: [enforce, audit, preflight]
+    choices: [enforce, audit, preflight, restore, check_snapshot]
     default: enforce
+  snapshot:
+    description:
+      - With O(mode=restore) and O(mode=check_snapshot), the snapshot file, relative to where C(ansible-playbook) runs.
+    type: path
   batch:
     description:
       - Work on every host of the play batch (or O(hosts)) in one task. Needs C(run_once). See the description for where
@@ -89,8 +108,11 @@ options:
 notes:
   - The preflight verdicts are kept in Ansible's per-run local temporary directory (E(ANSIBLE_LOCAL_TEMP)), never with
     the key, and removed when the run ends.
+  - The snapshot's checksum detects a file edited or damaged after it was written; it is not a signature against
+    someone who can write the file on purpose. Restore a subset with C(--limit), not by editing the file.
 seealso:
   - module: mailsec.sendgrid.enforced_tls
+  - module: mailsec.sendgrid.tls_blocks_info
   - ref: mailsec.sendgrid.enforced_tls_policy
     description: The role built on this action.
 """
@@ -109,6 +131,11 @@ EXAMPLES = r"""
   mailsec.sendgrid.enforced_tls_fleet:
     mode: audit
     fail_on_drift: true
+
+- name: Return each subuser host to the settings a snapshot recorded
+  mailsec.sendgrid.enforced_tls_fleet:
+    mode: restore
+    snapshot: enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.json
 
 - name: Converge every subuser of the play batch in one task (batch mode)
   mailsec.sendgrid.enforced_tls_fleet:
@@ -162,6 +189,41 @@ differences:
   returned: per host, unless failed
   type: dict
   sample: {"version": {"current": "1.1", "desired": "1.2"}}
+snapshot:
+  description:
+    - Where the previous settings of this write were recorded (enforce mode, only when it wrote). The rollout playbook
+      restores a batch from it.
+  returned: per host, when something was written
+  type: dict
+  contains:
+    path:
+      description: The run's snapshot file.
+      type: str
+      sample: /work/enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.json
+    subusers:
+      description: How many subusers the file holds after this write.
+      type: int
+    new:
+      description: Whether this subuser's entry is new in the run.
+      type: bool
+    recorded:
+      description: The fields whose previous value this write added.
+      type: list
+      elements: str
+      sample: [require_tls]
+    endpoint:
+      description: The API base URL written to.
+      type: str
+      sample: https://api.sendgrid.com
+restored_from:
+  description: The snapshot file (O(mode=restore)).
+  returned: per host, with O(mode=restore)
+  type: str
+subusers:
+  description: The subusers of O(snapshot) that are hosts of this play (O(mode=check_snapshot)).
+  returned: with O(mode=check_snapshot)
+  type: list
+  elements: str
 results:
   description: Batch mode. One entry per host, in the order of O(hosts), with the keys of a per-host run.
   returned: batch mode

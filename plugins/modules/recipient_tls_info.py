@@ -15,6 +15,11 @@ description:
     does), connects to each on port 25, sends C(EHLO) and C(STARTTLS), and records whether STARTTLS is offered, which
     TLS versions (1.0 to 1.3) can be negotiated, and whether the certificate is trusted, names the MX host and is
     current.
+  - Only the O(max_mx_hosts) most preferred MX hosts of a domain are tested (lowest preference first, then by name),
+    as a sending MTA tries only a few. Each is tested at one address - its first public IPv4 address, else its first
+    public IPv6 address.
+  - MX hosts whose addresses are all non-public (loopback, private, link-local and the like) are V(unknown) without
+    being contacted, since SendGrid cannot reach them from the Internet; see O(allow_private).
   - From that it predicts, for the policy given by O(require_tls), O(require_valid_cert) and O(version), whether
     SendGrid would deliver mail to the domain or block it (drop it with a block event "TLS required but not supported").
   - A domain is V(delivered) when at least one of its MX hosts satisfies the policy (SendGrid, like any sending MTA,
@@ -72,19 +77,54 @@ options:
     type: path
   timeout:
     description:
-      - Seconds to wait for each network step with one MX host (connection, each SMTP answer, each handshake) and for
-        each DNS query. An MX that does not answer at all costs about this long.
+      - Seconds to wait for each network step - each DNS query (with its retries), the connection to an MX host, each
+        read of an SMTP answer, each TLS handshake. An MX that does not answer at all costs about this long.
+      - It also sets the overall limits, so that a server answering every step just in time (a tarpit dripping its
+        greeting byte by byte), a TLS handshake that never ends, or slow DNS answers cannot hold the test - every
+        connection to one MX host ends within 4 times O(timeout) (it makes up to five, one per TLS version and one to
+        verify the certificate), and one domain within 6 times O(timeout) (one step for its MX look-up, one for the
+        A and AAAA look-ups of its MX hosts, made side by side, then the 4 for its MX hosts, tested side by side).
+      - An MX host that did not finish within these limits, or whose TLS handshake never completed, is V(unknown) with
+        error code V(timeout), never V(blocked).
+      - The whole run over N domains therefore takes at most ceil(N / O(concurrency)) x (6 x O(timeout) + 0.5)
+        seconds (0.5 s of grace per domain for the threads), plus the start of the module. For 100 domains with the
+        defaults - at most 7 x 60.5 s, about 7 minutes; most domains take far less.
     type: float
     default: 10
   concurrency:
     description:
-      - How many MX hosts (and DNS look-ups) are tested at the same time.
+      - How many domains are tested at the same time, from 1 to 256.
+      - Each domain tests its MX hosts side by side, so up to O(concurrency) x O(max_mx_hosts) connections (and twice
+        as many DNS queries) may be open at once; that product may be at most 256.
     type: int
     default: 16
+  max_mx_hosts:
+    description:
+      - How many MX hosts of each domain are tested, the most preferred first, from 1 to 10. The others are counted in
+        RV(domains[].mx_untested) and cost nothing - not even a DNS query - so that a domain with thousands of MX
+        records costs no more than one with five.
+      - Sending MTAs stop after a few too (Postfix tries 5 addresses); a domain whose tested MX hosts all fail the policy
+        is V(blocked) even when untested ones might pass, and its reason says how many were not tested.
+    type: int
+    default: 5
+  allow_private:
+    description:
+      - Whether to test MX hosts whose addresses are not public - unspecified, loopback, private (RFC 1918,
+        C(fc00::/7)), link-local, multicast, shared (C(100.64.0.0/10)), documentation and other reserved ranges, and
+        IPv4-mapped IPv6 forms of these.
+      - With V(false) (the default), such an MX host is not contacted; it is V(unknown) with error code
+        V(private_address), since SendGrid's servers on the Internet cannot reach it. This also keeps a recipient
+        domain's DNS from aiming this host's connections at its own internal network. An MX host with both public and
+        non-public addresses is tested at its first public one either way.
+      - Set to V(true) only for tests and private networks.
+    type: bool
+    default: false
 notes:
   - The test runs on the managed host; use C(delegate_to=localhost) or C(connection=local) to test from the controller.
   - Many networks and cloud providers block outgoing port 25. An MX this host cannot reach (timeout, refused, no route)
     is reported as V(unknown), never as V(blocked); run the preview from a host that can reach port 25.
+  - Everything an MX host or DNS server sends is untrusted - its answers are bounded in size (SMTP replies of at most
+    100 lines of 2048 bytes) and in time (see O(timeout)).
   - SendGrid does not publish its exact checks. This module assumes that C(require_valid_cert) means a chain to a trusted
     root, a subject alternative name matching the MX host (a C(*.) wildcard covers one label) and a current validity
     period, and that C(version) applies to the STARTTLS handshake. The result is a prediction from this host's view.
@@ -147,7 +187,7 @@ domains:
         - V(delivered) - at least one MX satisfies the policy.
         - V(blocked) - every MX that this host could test fails the policy, and none was unreachable.
         - V(unknown) - no MX satisfies the policy and at least one could not be reached from this host (port 25
-          blocked, timeout) or DNS failed; run the preview from a host that can reach port 25.
+          blocked, timeout, a non-public address) or DNS failed; run the preview from a host that can reach port 25.
         - V(undeliverable) - the domain does not exist (NXDOMAIN), has a null MX, or no MX host has an address;
           mail to it fails whatever the policy.
       type: str
@@ -161,8 +201,12 @@ domains:
       type: list
       elements: str
       sample: [require_valid_cert]
+    mx_untested:
+      description: How many MX hosts of the domain were not tested, being beyond the O(max_mx_hosts) most preferred.
+      type: int
+      sample: 0
     mx:
-      description: The MX hosts tested, by preference.
+      description: The MX hosts tested (at most O(max_mx_hosts)), by preference.
       type: list
       elements: dict
       contains:
@@ -173,7 +217,8 @@ domains:
           description: The MX preference; null for the implicit MX.
           type: int
         address:
-          description: The address tested (the first IPv4 address, else IPv6); null if the name has none.
+          description: The address tested (the first public IPv4 address, else public IPv6; with
+            O(allow_private=true), else the first address of any kind); null if the name has none.
           type: str
         starttls_offered:
           description: Whether C(STARTTLS) was offered after C(EHLO); null if the dialogue did not get that far.
@@ -192,8 +237,15 @@ domains:
             without a handshake.
           type: dict
         error_code:
-          description: Why the MX could not be tested to the end (V(dns), V(timeout), V(refused), V(unreachable),
-            V(smtp_error), V(connection_closed), V(tls_error)); null otherwise.
+          description:
+            - Why the MX could not be tested to the end; null otherwise.
+            - V(dns) - the MX host has no A or AAAA record (its verdict is V(undeliverable)).
+            - V(dns_error) - the look-up of its address failed or took longer than O(timeout).
+            - V(private_address) - all its addresses are non-public, and O(allow_private) is false; it was not contacted.
+            - V(timeout) - no answer within O(timeout), a TLS handshake that never completed, or the test did not end
+              within its overall limit (see O(timeout)).
+            - V(refused), V(unreachable) - this host cannot connect to it.
+            - V(smtp_error), V(connection_closed), V(tls_error) - the dialogue failed.
           type: str
         error:
           description: That reason in words.
@@ -211,13 +263,16 @@ domains:
 """
 
 import ipaddress
+import math
+import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, wait
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import normalize_version
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import MXProber, mx_unreachable
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import (
+    MX_LIMIT_STEPS, Deadline, MXProber, mx_unreachable)
 
 try:
     import dns.exception
@@ -232,6 +287,22 @@ except ImportError:
 
 SETTINGS = ('require_tls', 'require_valid_cert', 'version')
 VERDICTS = ('delivered', 'blocked', 'unknown', 'undeliverable')
+
+# The time one domain may take, in multiples of timeout: the MX look-up (one step), the address look-ups of its MX
+# hosts (side by side: one step), then the tests of its MX hosts (side by side: MX_LIMIT_STEPS each).
+DNS_STEPS = 2
+DOMAIN_LIMIT_STEPS = DNS_STEPS + MX_LIMIT_STEPS
+# Seconds a domain waits past its deadline for a test that should have ended with it (thread scheduling only).
+_GRACE = 0.5
+MAX_MX_HOSTS = (1, 10)
+CONCURRENCY = (1, 256)
+MAX_CONNECTIONS = 256
+
+
+def worst_case_seconds(domains, timeout, concurrency):
+    """The documented bound of a run over `domains` domains, bookkeeping aside: domains are tested `concurrency` at a
+    time, and each takes at most DOMAIN_LIMIT_STEPS times timeout (plus _GRACE)."""
+    return math.ceil(domains / concurrency) * (DOMAIN_LIMIT_STEPS * timeout + _GRACE)
 
 
 def parse_nameserver(text):
@@ -270,12 +341,27 @@ def wanted_domains(domains, recipients):
     return result, problems
 
 
+def non_public(text):
+    """Why SendGrid's servers, on the Internet, cannot reach an address ('loopback', 'private', ...); None when it
+    is public. An IPv4-mapped IPv6 address counts as the IPv4 address it carries."""
+    address = ipaddress.ip_address(text)
+    address = getattr(address, 'ipv4_mapped', None) or address
+    for kind in ('unspecified', 'loopback', 'link_local', 'multicast', 'site_local', 'reserved', 'private'):
+        if getattr(address, 'is_' + kind, False):
+            return kind.replace('_', '-')
+    if not address.is_global:  # 100.64.0.0/10 (carrier-grade NAT), and whatever else this Python knows is not global
+        return 'non-global'
+    return None
+
+
 def mx_verdict(profile, policy):
     """(verdict, reason, blocked_by) of one tested MX under the policy."""
     name = profile['host']
     if profile.get('address') is None:
-        return 'undeliverable', '%s: %s' % (name, profile['error']), []
-    if mx_unreachable(profile):
+        if profile['error_code'] == 'dns':
+            return 'undeliverable', '%s: %s' % (name, profile['error']), []
+        return 'unknown', '%s: %s' % (name, profile['error']), []
+    if mx_unreachable(profile) or profile['error_code'] == 'private_address':
         return 'unknown', profile['error'], []
     needs_tls = policy['require_tls'] or policy['require_valid_cert']
     if not needs_tls:
@@ -289,7 +375,12 @@ def mx_verdict(profile, policy):
         return 'blocked', '%s: no TLS handshake succeeded (%s)' % (name, profile['error']), [tls_setting]
     reasons, blocked_by = [], []
     minimum = policy['version']
-    if not any(ok for version, ok in profile['tls_versions'].items() if version >= minimum):
+    acceptable = [ok for version, ok in profile['tls_versions'].items() if version >= minimum]
+    if not any(acceptable):
+        if None in acceptable:
+            # Not tested (a stalled handshake, or a version this host cannot offer): no proof that it would fail.
+            return 'unknown', '%s speaks TLS %s, but whether it accepts TLS %s or newer could not be tested' % (
+                name, profile['tls_best'], minimum), []
         reasons.append('speaks at best TLS %s, older than the required TLS %s' % (profile['tls_best'], minimum))
         blocked_by.append('version')
     cert = profile['certificate'] or {}
@@ -313,9 +404,10 @@ def mx_verdict(profile, policy):
         name, profile['tls_best'], ' with a valid certificate' if policy['require_valid_cert'] else ''), []
 
 
-def domain_verdict(domain, mxs, dns_problem=None):
-    """The domain's entry from its judged MX entries (or from a DNS problem: (verdict, reason))."""
-    entry = dict(domain=domain, mx=mxs, blocked_by=[])
+def domain_verdict(domain, mxs, dns_problem=None, untested=0):
+    """The domain's entry from its judged MX entries (or from a DNS problem: (verdict, reason)); `untested` MX hosts
+    were left out by max_mx_hosts."""
+    entry = dict(domain=domain, mx=mxs, blocked_by=[], mx_untested=untested)
     if dns_problem:
         entry.update(verdict=dns_problem[0], reason=dns_problem[1])
         return entry
@@ -329,6 +421,8 @@ def domain_verdict(domain, mxs, dns_problem=None):
         entry['blocked_by'] = [setting for setting in SETTINGS if any(setting in mx['blocked_by'] for mx in mxs)]
         if len(mxs) > 1:
             entry['reason'] = 'every MX fails the policy: ' + entry['reason']
+    if untested and entry['verdict'] != 'delivered':
+        entry['reason'] += ' (%d more MX hosts, of lower preference, were not tested)' % untested
     return entry
 
 
@@ -341,62 +435,144 @@ def make_resolver(nameservers, timeout):
     return resolver
 
 
-def _addresses(resolver, name):
-    """The A addresses, then AAAA, of a name (empty if none); DNSException other than 'none' propagates."""
-    found = []
-    for rdtype in ('A', 'AAAA'):
-        try:
-            found += [rdata.address for rdata in resolver.resolve(name, rdtype, search=False)]
-        except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
-            continue
-    return found
-
-
-def resolve_domain(resolver, domain):
-    """(list of {host, preference, address}, None) or (None, (verdict, reason)) for a DNS problem."""
+def _look_up(resolver, name, rdtype, deadline):
+    """The addresses of one type of a name (empty if none), within one step of the deadline; DNSException or
+    socket.timeout (the deadline passed before it started) when the look-up failed."""
     try:
+        answer = resolver.resolve(name, rdtype, search=False, lifetime=deadline.step())
+    except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
+        return []
+    return [rdata.address for rdata in answer]
+
+
+class Preview:
+    """Resolves, tests and judges recipient domains, each within DOMAIN_LIMIT_STEPS times timeout.
+
+    Domains are tested `concurrency` at a time. For each, the MX look-up comes first, then the A and AAAA look-ups
+    of its `max_mx_hosts` most preferred MX hosts side by side, then the tests of those hosts side by side. An MX
+    host shared by several domains is tested once. The pools are large enough that no domain waits for a thread.
+    """
+
+    def __init__(self, policy, resolver, prober, timeout, concurrency=16, max_mx_hosts=5, allow_private=False):
+        self.policy = policy
+        self.resolver = resolver
+        self.prober = prober
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.max_mx_hosts = max_mx_hosts
+        self.allow_private = allow_private
+        self._profiles = {}  # (host, address): Future of its profile, shared by the domains it serves
+        self._lock = threading.Lock()
+        self._lookups = self._probes = None  # thread pools, sized in run() by the number of domains
+
+    def run(self, domains):
+        """The list of domain entries, in the order of `domains`."""
+        if not domains:
+            return []
+        workers = min(self.concurrency, len(domains))
+        self._lookups = ThreadPoolExecutor(max_workers=2 * self.max_mx_hosts * workers)
+        self._probes = ThreadPoolExecutor(max_workers=self.max_mx_hosts * workers)
         try:
-            answer = resolver.resolve(domain, 'MX', search=False)
-            records = sorted((rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower()) for rdata in answer)
-        except dns.resolver.NoAnswer:
-            records = [(None, domain)]  # RFC 5321 5.1: no MX, the domain itself is the implicit MX
-        if len(records) == 1 and records[0][1] in ('', '.'):
-            return None, ('undeliverable', '%s has a null MX record (RFC 7505): it accepts no mail' % domain)
-        hosts = []
-        for preference, host in records:
-            addresses = _addresses(resolver, host)
-            hosts.append(dict(host=host, preference=preference, address=addresses[0] if addresses else None))
-        if records[0][0] is None and hosts[0]['address'] is None:
-            return None, ('undeliverable', '%s has neither MX nor A/AAAA records: it accepts no mail' % domain)
-        return hosts, None
-    except dns.resolver.NXDOMAIN:
-        return None, ('undeliverable', '%s does not exist (NXDOMAIN): mail to it fails whatever the policy' % domain)
-    except dns.exception.DNSException as exc:
-        return None, ('unknown', 'The DNS look-up of %s failed (%s): check nameservers' % (domain, exc))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(self.domain, domains))
+        finally:
+            # Everything has ended with its deadline; do not wait for a late thread on the way out.
+            self._lookups.shutdown(wait=False)
+            self._probes.shutdown(wait=False)
 
-
-def preview(domains, policy, resolver, prober, concurrency):
-    """Resolve, probe each distinct MX once, judge: the list of domain entries."""
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(domains)))) as pool:
-        resolved = list(pool.map(lambda domain: resolve_domain(resolver, domain), domains))
-    targets = sorted({(mx['host'], mx['address']) for hosts, problem in resolved if hosts for mx in hosts if mx['address']})
-    profiles = {}
-    if targets:
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets)))) as pool:
-            profiles = dict(zip(targets, pool.map(lambda target: prober.profile(*target), targets)))
-    entries = []
-    for domain, (hosts, problem) in zip(domains, resolved):
+    def domain(self, domain):
+        """One domain's entry, within DOMAIN_LIMIT_STEPS times timeout from now."""
+        deadline = Deadline(DOMAIN_LIMIT_STEPS * self.timeout, self.timeout)
+        hosts, problem, untested = self.resolve(domain, deadline)
+        if problem:
+            return domain_verdict(domain, [], problem)
+        waiting = [(mx, self._profile(mx, deadline)) for mx in hosts]
         mxs = []
-        for mx in hosts or []:
-            if mx['address']:
-                profile = dict(profiles[(mx['host'], mx['address'])], preference=mx['preference'])
-            else:
-                profile = dict(mx, starttls_offered=None, tls_versions={}, tls_best=None, certificate=None,
-                               error_code='dns', error='the MX host has no A or AAAA record')
-            verdict, reason, blocked_by = mx_verdict(profile, policy)
+        for mx, future in waiting:
+            profile = dict(self._result(mx, future, deadline), preference=mx['preference'])
+            verdict, reason, blocked_by = mx_verdict(profile, self.policy)
             mxs.append(dict(profile, verdict=verdict, reason=reason, blocked_by=blocked_by))
-        entries.append(domain_verdict(domain, mxs, problem))
-    return entries
+        return domain_verdict(domain, mxs, untested=untested)
+
+    def resolve(self, domain, deadline):
+        """(list of {host, preference, address, error_code, error}, None, untested) of the most preferred MX hosts,
+        or (None, (verdict, reason), 0) for a DNS problem of the domain itself."""
+        try:
+            try:
+                answer = self.resolver.resolve(domain, 'MX', search=False, lifetime=deadline.step())
+                best = {}
+                for rdata in answer:
+                    name = rdata.exchange.to_text(omit_final_dot=True).lower()
+                    best[name] = min(rdata.preference, best.get(name, rdata.preference))
+                records = sorted((preference, name) for name, preference in best.items())
+            except dns.resolver.NoAnswer:
+                records = [(None, domain)]  # RFC 5321 5.1: no MX, the domain itself is the implicit MX
+        except dns.resolver.NXDOMAIN:
+            return None, ('undeliverable', '%s does not exist (NXDOMAIN): mail to it fails whatever the policy' % domain), 0
+        except dns.exception.DNSException as exc:
+            return None, ('unknown', 'The DNS look-up of %s failed (%s): check nameservers' % (domain, exc)), 0
+        if len(records) == 1 and records[0][1] in ('', '.'):
+            return None, ('undeliverable', '%s has a null MX record (RFC 7505): it accepts no mail' % domain), 0
+        records = [record for record in records if record[1] not in ('', '.')]
+        # Like a sending MTA (Postfix tries 5), test only the most preferred hosts: 2,000 MX records cost no more.
+        chosen = records[:self.max_mx_hosts]
+        lookups = {(name, rdtype): self._lookups.submit(_look_up, self.resolver, name, rdtype, deadline)
+                   for _preference, name in chosen for rdtype in ('A', 'AAAA')}
+        wait(lookups.values(), timeout=max(0.0, deadline.remaining()) + _GRACE)
+        hosts = [self._host(name, preference, lookups[(name, 'A')], lookups[(name, 'AAAA')])
+                 for preference, name in chosen]
+        if records[0][0] is None and hosts[0]['error_code'] == 'dns':
+            return None, ('undeliverable', '%s has neither MX nor A/AAAA records: it accepts no mail' % domain), 0
+        return hosts, None, len(records) - len(chosen)
+
+    def _host(self, name, preference, *lookups):
+        """The MX entry of `name` from its A and AAAA look-ups: the address to test (the first public IPv4 address,
+        else IPv6; with allow_private the first of any), or why there is none."""
+        host = dict(host=name, preference=preference, address=None, error_code=None, error=None)
+        addresses, failures = [], []
+        for future in lookups:
+            try:
+                addresses += future.result(timeout=0)
+            except FutureTimeout:
+                failures.append('no answer within %g seconds' % self.timeout)
+            except (dns.exception.DNSException, OSError) as exc:
+                failures.append(str(exc) or exc.__class__.__name__)
+        public = [address for address in addresses if non_public(address) is None]
+        if public or (addresses and self.allow_private):
+            host['address'] = (public or addresses)[0]
+        elif addresses:
+            kind = non_public(addresses[0])
+            host.update(address=addresses[0], error_code='private_address', error=(
+                '%s has only non-public addresses (%s is a %s address): SendGrid cannot reach it from the Internet; '
+                'set allow_private to test it anyway' % (name, addresses[0], kind)))
+        elif failures:
+            host.update(error_code='dns_error', error='the look-up of its address failed (%s)' % '; '.join(failures))
+        else:
+            host.update(error_code='dns', error='the MX host has no A or AAAA record')
+        return host
+
+    def _profile(self, mx, deadline):
+        """A Future of the MX's profile, started now unless another domain started it; None when it is not tested."""
+        if mx['address'] is None or mx['error_code']:
+            return None
+        key = (mx['host'], mx['address'])
+        with self._lock:
+            if key not in self._profiles:
+                self._profiles[key] = self._probes.submit(self.prober.profile, mx['host'], mx['address'], deadline.end)
+            return self._profiles[key]
+
+    def _result(self, mx, future, deadline):
+        untested = dict(mx, port=self.prober.port, greeting=None, starttls_offered=None, tls_versions={},
+                        tls_best=None, certificate=None)
+        if future is None:
+            return untested
+        try:
+            return dict(future.result(timeout=max(0.0, deadline.remaining()) + _GRACE))
+        except FutureTimeout:
+            # Another domain's test of this MX, started under that domain's deadline, is still running.
+            untested.update(error_code='timeout', error='The test of %s did not end within the time limit of its '
+                            'domain (%g seconds)' % (mx['host'], deadline.limit))
+            return untested
 
 
 def summarize(entries):
@@ -407,6 +583,23 @@ def summarize(entries):
         for setting in entry['blocked_by']:
             summary['blocked_by'][setting] += 1
     return summary
+
+
+def option_problems(params):
+    """What is wrong with the options that need more than their type, each naming the option and what it allows."""
+    problems = []
+    if not 1 <= params['smtp_port'] <= 65535:
+        problems.append('smtp_port must be 1-65535, got %d' % params['smtp_port'])
+    if params['timeout'] <= 0:
+        problems.append('timeout must be a positive number of seconds, got %g' % params['timeout'])
+    for option, (low, high) in (('concurrency', CONCURRENCY), ('max_mx_hosts', MAX_MX_HOSTS)):
+        if not low <= params[option] <= high:
+            problems.append('%s must be %d-%d, got %d' % (option, low, high, params[option]))
+    if not problems and params['concurrency'] * params['max_mx_hosts'] > MAX_CONNECTIONS:
+        # Each tested MX host is a thread with an open connection: keep the controller's share bounded.
+        problems.append('concurrency x max_mx_hosts must be at most %d (connections open at once), got %d x %d'
+                        % (MAX_CONNECTIONS, params['concurrency'], params['max_mx_hosts']))
+    return problems
 
 
 def main():
@@ -422,6 +615,8 @@ def main():
             ca_path=dict(type='path'),
             timeout=dict(type='float', default=10.0),
             concurrency=dict(type='int', default=16),
+            max_mx_hosts=dict(type='int', default=5),
+            allow_private=dict(type='bool', default=False),
         ),
         required_one_of=[('domains', 'recipients')],
         supports_check_mode=True,
@@ -441,12 +636,7 @@ def main():
             nameservers.append(parse_nameserver(text))
         except ValueError as exc:
             problems.append(str(exc))
-    if not 1 <= params['smtp_port'] <= 65535:
-        problems.append('smtp_port must be 1-65535, got %d' % params['smtp_port'])
-    if params['timeout'] <= 0:
-        problems.append('timeout must be a positive number of seconds, got %g' % params['timeout'])
-    if not 1 <= params['concurrency'] <= 256:
-        problems.append('concurrency must be 1-256, got %d' % params['concurrency'])
+    problems += option_problems(params)
     if not domains and not problems:
         problems.append('no domain to test: domains and recipients are empty')
     if problems:
@@ -456,7 +646,8 @@ def main():
         prober = MXProber(port=params['smtp_port'], timeout=params['timeout'], ca_path=params['ca_path'])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    entries = preview(domains, policy, make_resolver(nameservers, params['timeout']), prober, params['concurrency'])
+    entries = Preview(policy, make_resolver(nameservers, params['timeout']), prober, params['timeout'],
+                      params['concurrency'], params['max_mx_hosts'], params['allow_private']).run(domains)
     module.exit_json(changed=False, policy=policy, summary=summarize(entries), domains=entries)
 
 

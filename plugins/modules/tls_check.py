@@ -97,7 +97,14 @@ options:
     type: path
   timeout:
     description:
-      - Seconds to wait for each network step - the TCP connection, each SMTP answer, the TLS handshake, the HTTP answer.
+      - Seconds to wait for each network step - the DNS look-up, the TCP connection, each read of an SMTP or HTTP
+        answer, the TLS handshake.
+      - It also bounds each endpoint's test as a whole, so that a server answering every step just in time (a tarpit
+        dripping its greeting byte by byte) cannot hold it - the test of one endpoint, including the second connection
+        that explains a failure, ends within 3 times O(timeout). A test cut short there fails with reason code
+        C(timeout), unless the handshake had already succeeded (only the informational HTTP status or SMTPS greeting
+        is then missing).
+      - Endpoints are tested 8 at a time, so N endpoints take at most ceil(N / 8) x 3 x O(timeout) seconds in all.
     type: float
     default: 10
   fail_on_unsupported:
@@ -245,10 +252,11 @@ results:
     reason_code:
       description:
         - Why the endpoint failed; null when it passed.
-        - V(dns) - the name does not resolve.
+        - V(dns) - the name does not resolve, or its look-up took longer than O(timeout).
         - V(refused) - the connection was refused.
         - V(unreachable) - no route to the host or network.
-        - V(timeout) - no answer within O(timeout), while connecting, in the SMTP dialogue or during the handshake.
+        - V(timeout) - no answer within O(timeout), while connecting, in the SMTP dialogue or during the handshake;
+          or the test did not end within 3 times O(timeout).
         - V(connection_closed) - the peer (often a proxy or firewall) closed or reset the connection.
         - V(smtp_error) - the SMTP server refused the dialogue, or did not speak SMTP.
         - V(starttls_not_offered) - the SMTP server did not offer STARTTLS.

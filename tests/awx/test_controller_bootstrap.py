@@ -75,7 +75,12 @@ def test_ansible_lint_production():
 
 
 def test_credential_type_injects_what_the_collection_reads():
-    from ansible_collections.mailsec.sendgrid.plugins.inventory.subusers import ENV
+    from ansible_collections.mailsec.sendgrid.plugins.inventory.subusers import DOCUMENTATION
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import CONNECTION_ARGUMENT_SPEC
+
+    # What the inventory plugin reads (its options' env: entries) and what the modules fall back to.
+    inventory_env = {entry['name'] for option in yaml.safe_load(DOCUMENTATION)['options'].values() for entry in option.get('env', ())}
+    module_env = {name for option in CONNECTION_ARGUMENT_SPEC.values() for name in (option.get('fallback') or (None, ()))[1]}
 
     definition = yaml.safe_load((AWX / 'credential_type.yml').read_text())
     assert definition['name'] == 'SendGrid API' and definition['kind'] == 'cloud'
@@ -86,7 +91,7 @@ def test_credential_type_injects_what_the_collection_reads():
     assert not fields['region'].get('secret') and not fields['api_url'].get('secret')
     injected = definition['injectors']['env']
     # The very variables the inventory plugin, the modules and the fleet action fall back to.
-    assert sorted(injected) == sorted(ENV.values()) == ['SENDGRID_API_KEY', 'SENDGRID_API_URL', 'SENDGRID_REGION']
+    assert sorted(injected) == sorted(inventory_env) == sorted(module_env) == ['SENDGRID_API_KEY', 'SENDGRID_API_URL', 'SENDGRID_REGION']
     # The controller masks the key's variable in the job's stored environment by its name.
     assert CONTROLLER_MASKED_NAMES.search('SENDGRID_API_KEY')
 

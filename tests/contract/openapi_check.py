@@ -1,4 +1,5 @@
-"""Check traffic against the Enforced TLS OpenAPI document (enforced_tls_openapi.yaml beside this file).
+"""Check traffic against SendGrid's OpenAPI documents beside this file: the Enforced TLS API (enforced_tls_openapi.yaml)
+and the blocks list (suppression_blocks_openapi.yaml, for GET /v3/suppression/blocks).
 
 Client tests prove that everything the collection sent conforms::
 
@@ -24,6 +25,9 @@ from openapi_schema_validator import OAS31Validator
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 SPEC_PATH = Path(__file__).with_name("enforced_tls_openapi.yaml")
+BLOCKS_SPEC_PATH = Path(__file__).with_name("suppression_blocks_openapi.yaml")
+# Paths described by another document than the Enforced TLS one.
+OTHER_SPECS = {"/v3/suppression/blocks": BLOCKS_SPEC_PATH}
 
 # Endpoints the collection uses that this spec does not describe; their requests only get the auth checks.
 EXTRA_GET_PATHS = ("/v3/subusers",)
@@ -78,9 +82,25 @@ class SpecChecker:
             for path, item in document["paths"].items()
         }
         schemas = document["components"]["schemas"]
-        self.body_fields = frozenset(schemas["EnforcedTlsRequestResponse"]["properties"])
+        self.body_fields = frozenset(schemas.get("EnforcedTlsRequestResponse", {}).get("properties", ()))
         self.error_validator = OAS31Validator(schemas["ErrorResponse"])
-        self.server_error_validator = OAS31Validator(document["components"]["responses"]["EnforcedTls500"]["content"]["application/json"]["schema"])
+        server_error = document["components"].get("responses", {}).get("EnforcedTls500")
+        # A document without its own 500 schema (the blocks list) has SendGrid's ErrorResponse for every error.
+        self.server_error_validator = (OAS31Validator(server_error["content"]["application/json"]["schema"]) if server_error
+                                       else self.error_validator)
+        # {path: {METHOD: names of the documented query parameters}}, to flag parameters the spec does not know.
+        self.query_parameters = {
+            path: {method.upper(): {p["name"] for p in self._parameters(document, operation) if p["in"] == "query"}
+                   for method, operation in item.items() if method in _HTTP_METHODS}
+            for path, item in document["paths"].items()
+        }
+
+    @staticmethod
+    def _parameters(document, operation):
+        for parameter in operation.get("parameters", ()):
+            if "$ref" in parameter:
+                parameter = document["components"]["parameters"][parameter["$ref"].rsplit("/", 1)[-1]]
+            yield parameter
 
     def _request(self, method, path, headers, query=None, body=None):
         header = Headers(list(headers.items()))
@@ -101,6 +121,9 @@ class SpecChecker:
             body = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
         request = self._request(method, path, headers, entry["query"], body)
         errors += [_describe(exc) for exc in self.openapi.iter_request_errors(request)]
+        unknown = sorted(set(entry["query"] or ()) - self.query_parameters[path][method])
+        if unknown:
+            errors.append(f"{method} {path}: query parameters the spec does not define: {unknown}")
         if method == "PATCH":
             errors += _patch_body_errors(entry["body"], self.body_fields)
         return errors
@@ -164,11 +187,11 @@ def validate_logged_requests(sim_requests, spec_path=SPEC_PATH):
 
     sim_requests: Simulator.requests (or GET /_sim/log). Raises AssertionError listing every offending request.
     """
-    checker = spec_checker(Path(spec_path))
     problems = []
     for number, entry in enumerate(sim_requests):
+        checker = spec_checker(OTHER_SPECS.get(entry["path"], Path(spec_path)))
         where = f"#{number} {entry['method']} {entry['path']} (on-behalf-of {entry['on_behalf_of']!r})"
         problems += [f"{where}: {error}" for error in checker.request_errors(entry)]
     if problems:
-        raise AssertionError("requests that do not conform to the Enforced TLS spec:\n" + "\n".join(problems))
+        raise AssertionError("requests that do not conform to SendGrid's spec:\n" + "\n".join(problems))
     return len(sim_requests)

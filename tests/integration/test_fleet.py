@@ -57,6 +57,8 @@ def test_inventory_pages_and_leaves_out_disabled(sim, fleet):
     hostvars = listing['_meta']['hostvars']
     assert hostvars['sub0005']['sendgrid_region'] == 'eu' and hostvars['sub0004']['sendgrid_region'] == 'global'
     assert hostvars['sub0001']['ansible_connection'] == 'local'
+    # No interpreter path: AWX would keep the one of the environment that synced the inventory.
+    assert not [h for h, v in hostvars.items() if 'ansible_python_interpreter' in v]
     assert hostvars['sub0001']['sendgrid_subuser_id'] == 1000001 and hostvars['sub0001']['sendgrid_disabled'] is False
 
 
@@ -69,6 +71,33 @@ def test_inventory_constructed_and_disabled_on_request(sim, fleet):
     assert sorted(listing['disabled']['hosts']) == ['sub0004', 'sub0008']
     assert sorted(listing['region_eu']['hosts']) == ['sub0005', 'sub0010']
     assert listing['_meta']['hostvars']['sub0005']['team'] == 'mail-eu'
+
+
+def test_inventory_username_is_an_exact_match(sim, fleet):
+    """SendGrid documents the filter as the subuser's username; whatever the API matches, one exact host results."""
+    inventory = fleet(0, plugin_options=dict(username='ops'))[0]
+    for name in ('ops', 'ops-eu', 'devops'):
+        sim.add_subuser(name)
+    listing = ansible_inventory(inventory / 'demo.sendgrid.yml', '--list')
+    assert listing['sendgrid_subusers']['hosts'] == ['ops']
+    assert [r['query']['username'] for r in sim.requests] == ['ops']
+
+
+def test_inventory_options_from_the_environment(sim, fleet, tmp_path):
+    """api_key, region and api_url come from SENDGRID_* through the options' env: entries (ansible-doc shows them)."""
+    sim.populate_subusers(2, eu_every=2)
+    source = tmp_path / 'env.sendgrid.yml'
+    source.write_text('plugin: mailsec.sendgrid.subusers\n')
+    proc = subprocess.run([str(BIN / 'ansible-inventory'), '-i', str(source), '--list'], env=ansible_env(
+        SENDGRID_API_KEY=API_KEY, SENDGRID_API_URL=sim.url, ANSIBLE_INVENTORY_UNPARSED_FAILED='true'),
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(json.loads(proc.stdout, object_hook=_plain)['sendgrid_subusers']['hosts']) == ['sub0001', 'sub0002']
+    doc = subprocess.run([str(BIN / 'ansible-doc'), '-t', 'inventory', '--json', 'mailsec.sendgrid.subusers'], env=ansible_env(),
+                         capture_output=True, text=True, check=True)
+    options = json.loads(doc.stdout)['mailsec.sendgrid.subusers']['doc']['options']
+    assert {name: [e['name'] for e in options[name]['env']] for name in ('api_key', 'region', 'api_url')} == dict(
+        api_key=['SENDGRID_API_KEY'], region=['SENDGRID_REGION'], api_url=['SENDGRID_API_URL'])
 
 
 def test_inventory_wrong_key_is_a_clear_error(sim, fleet, tmp_path):

@@ -24,7 +24,7 @@ def test_impact_playbook_writes_both_reports(run_playbook, world, tmp_path):
     reports.mkdir()
     extra = dict(domains_file=str(domains_file), impact_report_dir=str(reports), impact_nameservers=[world.nameserver],
                  impact_smtp_port=world.port, impact_ca_path=world.certificates.ca_file, impact_timeout=TIMEOUT,
-                 impact_domains=['wrongname.test'])
+                 impact_domains=['wrongname.test'], impact_allow_private=True)
     run = run_playbook(playbook_name='mailsec.sendgrid.impact', args=['-e', '@%s' % policy, '-e', json.dumps(extra)])
     assert run.rc == 0, run.output
     assert ('4 of 6 domains would be blocked by require_tls (1), require_valid_cert (2), version (1); '
@@ -46,6 +46,14 @@ def test_impact_playbook_writes_both_reports(run_playbook, world, tmp_path):
         extra, domains_file='', impact_domains=['selfsigned.test'], enforced_tls_policy_require_valid_cert=True))])
     assert only.rc == 0 and '1 of 1 domains would be blocked by require_valid_cert;' in ' '.join(only.stdout.split())
 
+    # By default an MX on a non-public address (the whole test world is on 127.0.0.N) is unknown, never contacted.
+    private = dict(extra, domains_file='', impact_domains=['selfsigned.test'], enforced_tls_policy_require_valid_cert=True)
+    del private['impact_allow_private']
+    default = run_playbook(playbook_name='mailsec.sendgrid.impact', args=['-e', json.dumps(private)])
+    assert default.rc == 0 and '0 of 1 domains would be blocked; 0 delivered, 1 unknown' in ' '.join(default.stdout.split())
+    report = json.loads((reports / 'recipient_tls_impact.json').read_text())
+    assert report['domains'][0]['mx'][0]['error_code'] == 'private_address'
+
     none = run_playbook(playbook_name='mailsec.sendgrid.impact', args=['-e', 'impact_report_dir=%s' % reports])
     assert none.rc == 2 and 'Give the recipient domains' in none.stdout
 
@@ -60,7 +68,7 @@ def guarded_fleet(sim, world, tmp_path):
         enforced_tls_policy_require_tls=True, enforced_tls_policy_require_valid_cert=True, enforced_tls_policy_version='1.2',
         enforced_tls_policy_api_url=sim.url, enforced_tls_policy_impact_nameservers=[world.nameserver],
         enforced_tls_policy_impact_smtp_port=world.port, enforced_tls_policy_impact_ca_path=world.certificates.ca_file,
-        enforced_tls_policy_impact_timeout=TIMEOUT)))
+        enforced_tls_policy_impact_timeout=TIMEOUT, enforced_tls_policy_impact_allow_private=True)))
     return inventory, names
 
 
@@ -99,3 +107,16 @@ def test_guardrail_passes_when_nothing_would_be_blocked(sim, guarded_fleet, run_
     assert sorted(r['on_behalf_of'] for r in sim.requests if r['method'] == 'PATCH') == sorted(names)
     recap = run.recap(names[0])
     assert recap['failed'] == 0
+
+
+def test_guardrail_does_not_test_mx_hosts_on_non_public_addresses_by_default(sim, guarded_fleet, run_playbook):
+    inventory, names = guarded_fleet
+    # The fleet's group_vars allow them (the test world is on 127.0.0.N); the role's default does not.
+    extra = json.dumps(dict(enforced_tls_policy_impact_domains=['selfsigned.test'], enforced_tls_policy_impact_allow_private=False))
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, args=['-e', extra],
+                       env=dict(SENDGRID_API_KEY=API_KEY))
+    assert run.rc == 0, run.output
+    text = ' '.join(run.stdout.split())
+    assert 'Impact preview: 0 of 1 recipient domains would be blocked' in text
+    assert 'selfsigned.test: unknown' in text and 'SendGrid cannot reach it' in text
+    assert sim.count('PATCH') == len(names)

@@ -12,10 +12,11 @@ from __future__ import annotations
 from tests.dns_server import TIMEOUT, world  # noqa: F401 pylint: disable=unused-import
 
 
-def preview(run_playbook, world, domains, **policy):
+def preview(run_playbook, world, domains, allow_private=True, **policy):
+    # The MX world lives on 127.0.0.N: only allow_private lets the module test it.
     task = {'mailsec.sendgrid.recipient_tls_info': dict(
         domains=domains, nameservers=[world.nameserver], smtp_port=world.port, ca_path=world.certificates.ca_file,
-        timeout=TIMEOUT, **policy), 'register': 'impact'}
+        timeout=TIMEOUT, allow_private=allow_private, **policy), 'register': 'impact'}
     run = run_playbook(tasks=[dict(name='Preview', **task)], save=['impact'], check=True)
     assert run.rc == 0, run.output
     result = run.results['impact']
@@ -68,10 +69,27 @@ def test_verdicts_under_several_policies(run_playbook, world):
 
 def test_recipients_and_bad_options(run_playbook, world):
     task = {'mailsec.sendgrid.recipient_tls_info': dict(
-        recipients=['a@Good.test', 'b@good.test', 'not-an-address'], nameservers=['300.1.1.1'], version='1.4')}
+        recipients=['a@Good.test', 'b@good.test', 'not-an-address'], nameservers=['300.1.1.1'], version='1.4',
+        max_mx_hosts=0, concurrency=300)}
     run = run_playbook(tasks=[dict(name='Bad', ignore_errors=True, register='bad', **task)], save=['bad'])
     message = run.results['bad']['msg']
     assert 'every recipient must be an e-mail address' in message
     assert "nameserver '300.1.1.1' must be an IP address" in message and 'version must be one of' in message
+    assert 'max_mx_hosts must be 1-10, got 0' in message and 'concurrency must be 1-256, got 300' in message
+    assert 'Traceback' not in run.output
     by_domain, result = preview(run_playbook, world, ['GOOD.test', 'good.test.'], require_tls=True)
     assert list(by_domain) == ['good.test'] and result['summary']['domains'] == 1
+
+
+def test_mx_on_a_non_public_address_is_unknown_and_not_contacted_without_allow_private(run_playbook, world):
+    silent = world.by_domain['silent.test']
+    connections = silent.connections
+    by_domain, result = preview(run_playbook, world, ['good.test', 'silent.test'], allow_private=False, require_tls=True)
+    for domain in ('good.test', 'silent.test'):
+        entry = by_domain[domain]
+        (mx,) = entry['mx']
+        assert (entry['verdict'], mx['error_code'], mx['address']) == ('unknown', 'private_address', world.addresses[domain])
+        assert '%s is a loopback address' % world.addresses[domain] in entry['reason']
+        assert 'SendGrid cannot reach it' in entry['reason'] and mx['starttls_offered'] is None
+    assert silent.connections == connections  # not even a TCP connection
+    assert result['summary']['unknown'] == 2

@@ -204,3 +204,16 @@ def test_netrc_is_never_read(sim, run_playbook, tmp_path):
     assert run.results['module']['changed'] is True, run.output
     assert {r['headers']['authorization'] for r in sim.requests} == {'Bearer ' + API_KEY}
 
+
+def test_a_header_the_http_layer_cannot_encode_is_a_clean_error():
+    """A subuser name with a character outside Latin-1 (a pasted zero-width space) never reaches the wire."""
+    server = RawServer(lambda server, conn, request: conn.sendall(http_response(200, {})), lifetime=20).start()
+    try:
+        client = SendGridClient(api_key=API_KEY, api_url=server.url, max_retries=0, timeout=5)
+        with pytest.raises(SendGridError) as info:
+            client.request('GET', '/v3/user/settings/enforced_tls', on_behalf_of='sub\u200b0001')
+    finally:
+        server.stop()
+    message = str(info.value)
+    assert message.startswith('SendGrid API request not sent: UnicodeEncodeError on GET http://127.0.0.1:') and 'sub' in message
+    assert info.value.__cause__ is None and info.value.__suppress_context__ and API_KEY not in message

@@ -4,12 +4,16 @@ API endpoints:
 
 * ``GET`` and ``PATCH /v3/user/settings/enforced_tls`` for the parent account, its subusers
   (``on-behalf-of: <username>``) and customer accounts (``on-behalf-of: account-id <id>``);
-* ``GET /v3/subusers`` (``limit``, ``offset``, ``username``, ``include_region``).
+* ``GET /v3/subusers`` (``limit``, ``offset``, ``username``, ``include_region``);
+* ``GET /v3/suppression/blocks`` (``start_time``, ``end_time``, ``limit``, ``offset``, ``email``; per account, newest
+  first). Blocks are added with :meth:`Simulator.add_blocks`, or made by :meth:`Simulator.block_tls_when_required`:
+  mail of that account to some recipient domains is blocked with "TLS required but not supported" from the moment a
+  PATCH makes it require TLS, as SendGrid does when those domains cannot do TLS.
 
 Control endpoints under ``/_sim/`` (no auth, no latency, not logged) let a simulator running in
 another process be driven and read: ``GET /_sim/log[?summary=1]``, ``GET /_sim/state``,
 ``POST /_sim/reset-log``, ``/_sim/latency``, ``/_sim/inject``, ``/_sim/random-faults``,
-``/_sim/fail-account`` and ``/_sim/clear-faults``.
+``/_sim/fail-account``, ``/_sim/clear-faults``, ``/_sim/add-blocks`` and ``/_sim/block-tls-when-required``.
 
 As a library::
 
@@ -37,6 +41,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 ENFORCED_TLS_PATH = "/v3/user/settings/enforced_tls"
 SUBUSERS_PATH = "/v3/subusers"
+BLOCKS_PATH = "/v3/suppression/blocks"
+# SendGrid's words in the block event of a message dropped by Enforced TLS (its Enforced TLS API description).
+TLS_BLOCK_REASON = "TLS required but not supported"
 CONTROL_PREFIX = "/_sim/"
 
 # Account key of the parent account (requests without on-behalf-of). Methods that need an account also take None
@@ -69,7 +76,7 @@ MSG_NO_AUTH = "authorization required"
 MSG_BAD_KEY = "The provided authorization grant is invalid, expired, or revoked"
 MSG_FORBIDDEN = "access forbidden"
 
-_ROUTES = {ENFORCED_TLS_PATH: ("GET", "PATCH"), SUBUSERS_PATH: ("GET",)}
+_ROUTES = {ENFORCED_TLS_PATH: ("GET", "PATCH"), SUBUSERS_PATH: ("GET",), BLOCKS_PATH: ("GET",)}
 _NOT_JSON = object()  # marks a request body that is empty or does not parse as JSON
 
 
@@ -173,6 +180,23 @@ def _bool_param(query, name):
     return raw == "true"
 
 
+def _email_matches(pattern, email):
+    """The spec's email filter: a prefix, where % (sent as %25) stands for any run of characters."""
+    if not pattern:
+        return True
+    parts = pattern.lower().split("%")
+    email = email.lower()
+    if not email.startswith(parts[0]):
+        return False
+    position = len(parts[0])
+    for part in parts[1:]:
+        found = email.find(part, position)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
 def _parse_json(raw):
     try:
         return json.loads(raw) if raw else _NOT_JSON
@@ -203,6 +227,8 @@ class Simulator:
         self._faults = []
         self._failed = {}
         self._random = None
+        self._blocks = {}  # account key -> list of block records
+        self._tls_blockers = {}  # account key -> (recipient domains, blocks per domain)
         self._server = None
         self._thread = None
         if isinstance(subusers, int):
@@ -328,6 +354,58 @@ class Simulator:
     def _key(account):
         return PARENT if account is None else account
 
+    # --- blocks (suppressions) --------------------------------------------------------------------------------------
+
+    def add_blocks(self, account, blocks):
+        """Add block records to an account (None: the parent). Each is a dict with email and optionally reason, status,
+        created (epoch seconds; default now). Returns how many the account holds."""
+        key = self._key(account)
+        now = int(time.time())
+        records = []
+        for block in blocks:
+            if not isinstance(block, dict) or not isinstance(block.get("email"), str) or "@" not in block["email"]:
+                raise ValueError(f"a block needs an email address, got {block!r}")
+            created = block.get("created", now)
+            if isinstance(created, bool) or not isinstance(created, int) or created < 0:
+                raise ValueError(f"created must be epoch seconds, got {created!r}")
+            records.append({"created": created, "email": block["email"], "reason": str(block.get("reason", "")),
+                            "status": str(block.get("status", "4.0.0"))})
+        with self._lock:
+            if key not in self._accounts:
+                raise KeyError(account)
+            self._blocks.setdefault(key, []).extend(records)
+            return len(self._blocks[key])
+
+    def block_tls_when_required(self, account, domains=("legacy.example",), per_domain=1):
+        """From now on, each PATCH that makes the account require TLS (require_tls false -> true) adds ``per_domain``
+        blocks "TLS required but not supported" for each of ``domains``, created at that moment."""
+        key = self._key(account)
+        if isinstance(domains, str) or not domains or per_domain < 1:
+            raise ValueError("domains must be a non-empty list and per_domain at least 1")
+        with self._lock:
+            if key not in self._accounts:
+                raise KeyError(account)
+            self._tls_blockers[key] = (list(domains), int(per_domain))
+        return {"account": key, "domains": list(domains), "per_domain": int(per_domain)}
+
+    def blocks(self, account=None):
+        """The block records of an account, as stored (oldest first)."""
+        with self._lock:
+            return [dict(record) for record in self._blocks.get(self._key(account), ())]
+
+    def _tls_blocks_after_patch(self, key, was_required):
+        # Called under the lock: the mail to domains without TLS is dropped from the moment the policy requires TLS.
+        blocker = self._tls_blockers.get(key)
+        if blocker is None or was_required or not self._accounts[key].get("require_tls"):
+            return
+        domains, per_domain = blocker
+        now = int(time.time())
+        records = self._blocks.setdefault(key, [])
+        for domain in domains:
+            for number in range(per_domain):
+                records.append({"created": now, "email": f"user{len(records) + 1}@{domain}", "reason": TLS_BLOCK_REASON,
+                                "status": "4.0.0"})
+
     # --- request log ------------------------------------------------------------------------------------------------
 
     @property
@@ -447,6 +525,8 @@ class Simulator:
             if account != PARENT:
                 raise _ApiError(HTTPStatus.FORBIDDEN, MSG_FORBIDDEN)
             return self._list_subusers(query)
+        if path == BLOCKS_PATH:
+            return self._list_blocks(account, query)
         if method == "PATCH":
             return self._patch_settings(account, headers, raw, parsed)
         return self.settings(account)
@@ -492,6 +572,20 @@ class Simulator:
                 del item["region"]
         return page
 
+    def _list_blocks(self, account, query):
+        limit = _int_param(query, "limit", MAX_PAGE_SIZE, 1, MAX_PAGE_SIZE)
+        offset = _int_param(query, "offset", 0, 0)
+        start = _int_param(query, "start_time", None, 0)
+        end = _int_param(query, "end_time", None, 0)
+        pattern = query.get("email")
+        with self._lock:
+            records = list(self._blocks.get(account, ()))
+        # Both ends inclusive, as the spec says; newest first.
+        matching = [record for record in records if (start is None or record["created"] >= start) and (end is None or record["created"] <= end)
+                    and _email_matches(pattern, record["email"])]
+        matching.sort(key=lambda record: record["created"], reverse=True)
+        return [dict(record) for record in matching[offset:offset + limit]]
+
     def _patch_settings(self, account, headers, raw, parsed):
         content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if raw and content_type != "application/json":
@@ -505,7 +599,9 @@ class Simulator:
             raise _ApiError(HTTPStatus.BAD_REQUEST, body={"errors": errors})
         with self._lock:
             state = self._accounts[account]
+            was_required = bool(state.get("require_tls"))
             state.update(parsed)
+            self._tls_blocks_after_patch(account, was_required)
             return dict(state)
 
     def handle_control_request(self, method, url, raw):
@@ -524,13 +620,15 @@ class Simulator:
                 "random-faults": self.random_faults,
                 "fail-account": self.fail_account,
                 "clear-faults": self.clear_faults,
+                "add-blocks": lambda account=None, blocks=(): {"blocks": self.add_blocks(account, blocks)},
+                "block-tls-when-required": self.block_tls_when_required,
             }
             if method == "POST" and name in actions:
                 args = _parse_json(raw) if raw else {}
                 if not isinstance(args, dict):
                     raise ValueError("body must be a JSON object")
                 return HTTPStatus.OK, actions[name](**args) or {"ok": True}, {}
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:
             return HTTPStatus.BAD_REQUEST, error_body(HTTPStatus.BAD_REQUEST, str(exc)), {}
         return HTTPStatus.NOT_FOUND, error_body(HTTPStatus.NOT_FOUND, "not found"), {}
 

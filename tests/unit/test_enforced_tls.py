@@ -111,8 +111,9 @@ def test_info_reads_once_and_never_changes(conversation, capsys):
     conv = conversation([answer(body=dict(require_tls=True))])
     result, failed = run_module(enforced_tls_info, dict(api_key=KEY, on_behalf_of='sub1'), capsys)
     assert conv.calls == [get(obo='sub1')]
-    assert result == dict(changed=False, enforced_tls=dict(require_tls=True, require_valid_cert=False, version='1.1'),
-                          invocation=result['invocation'])
+    # "invocation" is ansible-core's addition (2.21 no longer adds it here): not ours to compare.
+    result.pop('invocation', None)
+    assert result == dict(changed=False, enforced_tls=dict(require_tls=True, require_valid_cert=False, version='1.1'))
 
 
 @pytest.mark.parametrize('status, body, expected', [

@@ -11,8 +11,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import shutil
+import socket
 import ssl
 import subprocess
+import threading
+import time
 
 import pytest
 import trustme
@@ -213,3 +216,39 @@ def test_a_certificate_with_any_byte_changed_never_raises(index, value):
     # Damage deep inside a real certificate reaches every branch of the reader, unlike random bytes.
     info = tls_probe.certificate_info(LEAF[:index] + bytes((value,)) + LEAF[index + 1:])
     assert info is None or set(info) == {'subject', 'issuer', 'not_after', 'days_left', 'subject_alt_names'}
+
+
+# --- the overall deadline ---------------------------------------------------------------------------
+
+def test_each_step_waits_at_most_the_timeout_and_never_past_the_deadline():
+    deadline = tls_probe.Deadline(limit=100.0, timeout=2.0)
+    assert deadline.step() == 2.0 and deadline.limit == 100.0 and not deadline.passed
+    capped = tls_probe.Deadline(limit=100.0, timeout=2.0, until=time.monotonic() + 0.5)
+    assert 0 < capped.step() <= 0.5 and capped.limit <= 0.5
+    over = tls_probe.Deadline(limit=0.0, timeout=2.0)
+    assert over.passed
+    with pytest.raises(socket.timeout):
+        over.step()
+
+
+def test_a_line_dripped_byte_by_byte_ends_at_the_deadline():
+    ours, peer = socket.socketpair()
+    stop = threading.Event()
+
+    def drip():
+        peer.sendall(b'220-')
+        while not stop.wait(0.02):
+            peer.sendall(b'x')
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(socket.timeout):
+            # Each recv gets a byte well within the 0.2 s step: only the 0.5 s deadline ends this.
+            tls_probe._reader(ours, tls_probe.Deadline(0.5, 0.2)).readline(2048)  # pylint: disable=protected-access
+    finally:
+        stop.set()
+        thread.join()
+        ours.close()
+        peer.close()
+    assert time.monotonic() - started < 0.5 + 1.0

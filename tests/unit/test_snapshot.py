@@ -1,0 +1,161 @@
+# -*- coding: utf-8 -*-
+"""The snapshot file: recorded before a write, taken out again when the write fails, shared by worker processes, and
+refused when it is malformed, truncated, edited or foreign."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+
+import pytest
+
+from ansible_collections.mailsec.sendgrid.plugins.module_utils import snapshot
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
+
+ENDPOINT = 'https://api.sendgrid.com'
+
+
+def recorder(tmp_path, directory='snaps'):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir(exist_ok=True)
+    return snapshot.Recorder(str(run_dir), str(tmp_path / directory))
+
+
+def the_file(tmp_path, directory='snaps'):
+    files = list((tmp_path / directory).glob('enforced-tls-*.json'))
+    assert len(files) == 1, files
+    return files[0]
+
+
+def test_entry_is_pending_during_the_write_and_kept_after_it(tmp_path):
+    rec = recorder(tmp_path)
+    with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}) as summary:
+        during = json.loads(the_file(tmp_path).read_text())
+        assert during['subusers']['sub1']['pending'] == ['require_tls']
+    assert summary['new'] is True and summary['subusers'] == 1 and summary['recorded'] == ['require_tls']
+    document = snapshot.load(str(the_file(tmp_path)))
+    entry = document['subusers']['sub1']
+    assert entry['previous'] == {'require_tls': False} and 'pending' not in entry
+    assert entry['endpoint'] == ENDPOINT and entry['region'] == 'global' and entry['on_behalf_of'] == 'sub1'
+    assert entry['recorded'].endswith('Z') and document['created'].endswith('Z')
+
+
+def test_failed_write_leaves_no_entry(tmp_path):
+    rec = recorder(tmp_path)
+    with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.1'}):
+        pass
+    with pytest.raises(SendGridError):
+        with rec.record('sub2', 'sub2', ENDPOINT, 'global', {'require_tls': False}):
+            raise SendGridError('HTTP 500 on PATCH')
+    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1']
+
+
+def test_a_second_write_keeps_the_first_previous_value(tmp_path):
+    rec = recorder(tmp_path)
+    with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.1'}):
+        pass
+    # Later in the same run: version was 1.2 (written by us), require_tls is new.
+    with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.2', 'require_tls': False}) as summary:
+        pass
+    assert summary['new'] is False and summary['recorded'] == ['require_tls']
+    assert snapshot.load(str(the_file(tmp_path)))['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
+    # A failing third write takes out only what it added.
+    with pytest.raises(SendGridError):
+        with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_valid_cert': False, 'version': '1.3'}):
+            raise SendGridError('boom')
+    assert snapshot.load(str(the_file(tmp_path)))['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
+
+
+def test_modes_and_one_file_per_run(tmp_path):
+    rec = recorder(tmp_path)
+    with rec.record('sub1', None, ENDPOINT, 'eu', {'version': '1.1'}):
+        pass
+    path = the_file(tmp_path)
+    assert stat.S_IMODE(os.stat(tmp_path / 'snaps').st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # Another run (another run directory) starts another file.
+    other_run = tmp_path / 'run2'
+    other_run.mkdir()
+    with snapshot.Recorder(str(other_run), str(tmp_path / 'snaps')).record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
+        pass
+    assert len(list((tmp_path / 'snaps').glob('*.json'))) == 2
+
+
+def test_an_existing_directory_keeps_its_mode(tmp_path):
+    (tmp_path / 'shared').mkdir(mode=0o750)
+    os.chmod(tmp_path / 'shared', 0o750)
+    with recorder(tmp_path, 'shared').record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.1'}):
+        pass
+    assert stat.S_IMODE(os.stat(tmp_path / 'shared').st_mode) == 0o750
+
+
+def test_unwritable_directory_is_a_clear_error_before_the_write(tmp_path):
+    (tmp_path / 'file').write_text('')
+    written = []
+    with pytest.raises(snapshot.SnapshotError, match='no snapshot can be written in .*enforced_tls_policy_snapshot_dir'):
+        with recorder(tmp_path, 'file/below').record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.1'}):
+            written.append(True)
+    assert written == []
+
+
+def _record_many(run_dir, directory, names):
+    rec = snapshot.Recorder(run_dir, directory)
+    for name in names:
+        with rec.record(name, name, ENDPOINT, 'global', {'require_tls': False}):
+            pass
+
+
+def test_worker_processes_share_one_file(tmp_path):
+    run_dir = tmp_path / 'run'
+    run_dir.mkdir()
+    context = multiprocessing.get_context('fork')
+    workers = [context.Process(target=_record_many, args=(str(run_dir), str(tmp_path / 'snaps'),
+                                                          ['w%d-%02d' % (worker, n) for n in range(15)]))
+               for worker in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len(snapshot.load(str(the_file(tmp_path)))['subusers']) == 90
+
+
+def _sealed(**subusers):
+    document = dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z', subusers=subusers)
+    document['checksum'] = snapshot.checksum(document)
+    return document
+
+
+ENTRY = dict(on_behalf_of='sub1', endpoint=ENDPOINT, region='global', recorded='2025-01-01T00:00:01Z',
+             previous={'require_tls': False})
+
+
+@pytest.mark.parametrize('content, message', [
+    ('{"format": "mailsec.sendgrid.enforced_tls_snapshot", "subusers": {"sub1": {"previo', 'is not valid JSON'),
+    ('', 'is not valid JSON'),
+    ('[1, 2]', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
+    ('{"audit": "report"}', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
+    (json.dumps(dict(_sealed(sub1=ENTRY), version=2)), 'its format version is 2'),
+    (json.dumps(dict(_sealed(sub1=ENTRY), subusers={'sub1': dict(ENTRY, previous={'require_tls': True})})),
+     'its checksum does not match its content'),
+    (json.dumps(dict(_sealed(sub1=ENTRY), checksum=None)), 'its checksum does not match'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, previous={'version': '1.4'}))), 'version must be one of'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, previous={}))), '"previous" must hold one or more of'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, previous={'colour': 'red'}))), '"previous" must hold one or more of'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, endpoint='http://evil.example'))), 'uses plain http:// to a host that is not loopback'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, on_behalf_of=''))), 'on_behalf_of must be a subuser username'),
+    (json.dumps(_sealed(sub1=dict(ENTRY, api_key='x'))), 'unknown keys api_key'),
+])
+def test_refused_files_name_the_problem(tmp_path, content, message):
+    path = tmp_path / 'snap.json'
+    path.write_text(content)
+    with pytest.raises(snapshot.SnapshotError) as refused:
+        snapshot.load(str(path))
+    assert message in str(refused.value) and str(path) in str(refused.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(snapshot.SnapshotError, match='cannot be read: No such file or directory'):
+        snapshot.load(str(tmp_path / 'nope.json'))
