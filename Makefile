@@ -1,3 +1,6 @@
+# Copyright (c) mailsec.sendgrid contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # mailsec.sendgrid — developer entry points. `make test` is what CI runs (.ci/run).
 SHELL := /bin/bash
 PYTHON ?= python3

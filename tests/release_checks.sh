@@ -17,11 +17,13 @@ log=.tmp/importer.log
   "$importer/bin/python" -m galaxy_importer.main "$root/$tarball") > "$log" 2>&1 || { cat "$log"; exit 1; }
 if grep -qiE "warning|error" "$log"; then cat "$log"; echo "galaxy-importer reported warnings or errors"; exit 1; fi
 echo "galaxy-importer: $(tail -1 "$log")"
+# galaxy.yml says GPL-3.0-or-later only: no third-party (MIT) file may travel in the tarball.
+if tar -tzf "$tarball" | grep -q '^tests/contract/'; then echo "the tarball carries tests/contract (MIT-licensed specs)"; exit 1; fi
 
 # The built tarball installs, and ansible-doc reads its modules from there.
 inst="$root/.tmp/installed"
 rm -rf "$inst" && .venv/bin/ansible-galaxy collection install --force -p "$inst" "$tarball" >/dev/null 2>&1
-for plugin in enforced_tls enforced_tls_info enforced_tls_fleet tls_check recipient_tls_info; do
+for plugin in enforced_tls enforced_tls_info enforced_tls_fleet tls_check recipient_tls_info tls_blocks_info; do
   ANSIBLE_COLLECTIONS_PATH="$inst" .venv/bin/ansible-doc "mailsec.sendgrid.$plugin" | grep -q "mailsec.sendgrid.$plugin"
 done
 ANSIBLE_COLLECTIONS_PATH="$inst" .venv/bin/ansible-doc -t inventory mailsec.sendgrid.subusers | grep -q "mailsec.sendgrid.subusers"

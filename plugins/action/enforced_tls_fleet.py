@@ -66,31 +66,30 @@ class ActionModule(ActionBase):
 
     _supports_check_mode = True
     _supports_async = False
-    _VALID_ARGS = frozenset(('mode', 'batch', 'hosts', 'concurrency', 'fail_on_error', 'fail_on_drift', 'snapshot'))
+    # The task's own arguments (the policy comes from host variables). concurrency is checked by check_concurrency,
+    # which names the role variable it comes from.
+    ARGUMENT_SPEC = dict(
+        mode=dict(type='str', choices=list(MODES), default='enforce'),
+        batch=dict(type='bool', default=False),
+        hosts=dict(type='list', elements='str'),
+        concurrency=dict(type='raw', default=8),
+        fail_on_error=dict(type='bool', default=True),
+        fail_on_drift=dict(type='bool', default=False),
+        snapshot=dict(type='str'),
+    )
 
     def run(self, tmp=None, task_vars=None):
         super().run(tmp, task_vars)
         self._keys = set()  # every API key this task resolves, to be masked in its result
-        args = self._task.args
-        unknown_args = set(args) - self._VALID_ARGS
-        if unknown_args:
-            raise AnsibleActionFail('unsupported parameters: %s (supported: %s)' % (
-                ', '.join(sorted(unknown_args)), ', '.join(sorted(self._VALID_ARGS))))
-        mode = args.get('mode', 'enforce')
-        if mode not in MODES:
-            raise AnsibleActionFail('mode must be one of %s, got %r' % (', '.join(MODES), mode))
-        try:
-            batch = boolean(args.get('batch', False), strict=True)
-            fail_on_error = boolean(args.get('fail_on_error', True), strict=True)
-            fail_on_drift = boolean(args.get('fail_on_drift', False), strict=True)
-        except TypeError as exc:
-            raise AnsibleActionFail('batch (the role\'s %sbatch), fail_on_error and fail_on_drift must be booleans: %s'
-                                    % (PREFIX, exc))
+        # Ansible's own validation (public API): unknown arguments, choices and booleans, named as Ansible names them.
+        args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)[1]
+        mode, batch = args['mode'], args['batch'] or args['hosts'] is not None
+        fail_on_error, fail_on_drift = args['fail_on_error'], args['fail_on_drift']
         if not HAS_REQUESTS:
             raise AnsibleActionFail(missing_required_lib('requests'))
         # An audit and a preflight only read, whatever the play's check mode says.
         check_mode = bool(self._task.check_mode) or mode not in ('enforce', 'restore')
-        if mode in ('restore', 'check_snapshot') and (batch or 'hosts' in args):
+        if mode in ('restore', 'check_snapshot') and batch:
             raise AnsibleActionFail('mode %s works per subuser host: batch and hosts are not supported with it' % mode)
         if mode == 'preflight':
             result = self._preflight_task(task_vars)
@@ -98,8 +97,8 @@ class ActionModule(ActionBase):
             result = self._check_snapshot_task(task_vars)
         elif mode == 'restore':
             result = self._restore_host(task_vars, check_mode)
-        elif batch or 'hosts' in args:
-            result = self._run_batch(task_vars, mode, check_mode, fail_on_error)
+        elif batch:
+            result = self._run_batch(task_vars, args, mode, check_mode, fail_on_error)
         else:
             result = self._run_host(task_vars, mode, check_mode, fail_on_drift and mode == 'audit')
         # The client masks what it raises; this masks the result as a whole (the role prints it, the audit writes it
@@ -228,14 +227,11 @@ class ActionModule(ActionBase):
 
     # -- batch ------------------------------------------------------------------------------------------------------
 
-    def _run_batch(self, task_vars, mode, check_mode, fail_on_error):
+    def _run_batch(self, task_vars, args, mode, check_mode, fail_on_error):
         self._refuse_unscoped_batch()
-        args = self._task.args
-        hosts = args.get('hosts', task_vars.get('ansible_play_batch'))
-        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-            raise AnsibleActionFail('hosts must be a list of inventory host names, got %r' % (hosts,))
+        hosts = task_vars.get('ansible_play_batch') if args['hosts'] is None else args['hosts']
         try:
-            concurrency = check_concurrency(args.get('concurrency', 8), PREFIX + 'concurrency')
+            concurrency = check_concurrency(args['concurrency'], PREFIX + 'concurrency')
         except ValueError as exc:
             raise AnsibleActionFail(str(exc))
 
