@@ -14,7 +14,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all venv link awx-collection test pytest lint sanity docs release matrix demo bench build ee-context ee clean
+.PHONY: all venv link awx-collection test pytest units integration lint sanity docs release matrix demo bench build ee-context ee clean
 # ansible-core releases the matrix proves besides the main venv's (2.19 on Python 3.11, in tests/requirements.txt):
 # 2.16 (what Automation Platform 2.5/2.6 execution environments ship), 2.18, and the maintained 2.20 and 2.21, which
 # need Python >= 3.12 on the controller (tests/python.sh finds one, or builds 3.13 once into ~/.cache).
@@ -52,7 +52,7 @@ $(AWX_STAMP): | $(STAMP)
 awx-collection: $(AWX_STAMP)
 
 ## test: everything CI runs
-test: venv link pytest lint sanity docs release matrix
+test: venv link pytest units integration lint sanity docs release matrix
 
 pytest: venv link awx-collection
 	$(BIN)/python -m pytest
@@ -60,8 +60,16 @@ pytest: venv link awx-collection
 lint: venv link awx-collection
 	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS):$(AWX_PKG) $(BIN)/ansible-lint --profile production --offline
 
+# ansible-test, offline, on a copy of the working tree in its own venv (tests/ansible_test.sh): the unit tests
+# (tests/unit/plugins/), the integration targets (tests/integration/targets/, against the simulator), sanity.
+units: venv
+	tests/ansible_test.sh units
+
+integration: venv
+	tests/ansible_test.sh integration
+
 sanity: venv
-	tests/sanity.sh
+	tests/ansible_test.sh sanity
 
 docs: venv link
 	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .

@@ -11,9 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-COLLECTIONS = ROOT / '.tmp' / 'collections'
+if ROOT.parts[-3:] == ('ansible_collections', 'mailsec', 'sendgrid'):
+    # Already where Ansible looks for collections (ansible-test's copy): no link needed.
+    COLLECTIONS = ROOT.parents[2]
+else:
+    COLLECTIONS = ROOT / '.tmp' / 'collections'
 LINK = COLLECTIONS / 'ansible_collections' / 'mailsec' / 'sendgrid'
 BIN = Path(sys.executable).parent
 # Recognisable, so that a leak is easy to grep for; shaped nothing like a real SendGrid key.
@@ -22,8 +27,12 @@ API_KEY = 'test-key-7f3c9e1d-never-print-me'
 if not LINK.exists():
     LINK.parent.mkdir(parents=True, exist_ok=True)
     LINK.symlink_to(Path('..', '..', '..', '..'))
-sys.path.insert(0, str(COLLECTIONS))
 os.environ['ANSIBLE_COLLECTIONS_PATH'] = str(COLLECTIONS)
+if AnsibleCollectionConfig.collection_finder is None:
+    # ansible_collections.* is imported through Ansible's collection loader, as under ansible-test (whose pytest plugin
+    # has installed it already): one way under both runners, and plugins load as Ansible loads them.
+    from ansible.plugins.loader import init_plugin_loader
+    init_plugin_loader()
 
 
 @pytest.fixture

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 from requests.adapters import HTTPAdapter
 
-from tests.unit.http_conversation import Conversation
+from ansible_collections.mailsec.sendgrid.tests.unit.http_conversation import Conversation
+
+
+@pytest.fixture(autouse=True)
+def no_env(monkeypatch):
+    """Plugins read SENDGRID_* as fallbacks: only what a test sets may count."""
+    for name in ('SENDGRID_API_KEY', 'SENDGRID_REGION', 'SENDGRID_API_URL'):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_blocks import TLS_REASON_PATTERNS, is_tls_block
 from ansible_collections.mailsec.sendgrid.plugins.modules import tls_blocks_info
-from tests.unit.http_conversation import answer, run_module
+from ansible_collections.mailsec.sendgrid.tests.unit.http_conversation import answer, run_module
 
 KEY = 'unit-key-0123456789'
 URL = 'https://api.sendgrid.com/v3/suppression/blocks'
@@ -25,12 +25,6 @@ def get(query, url=URL, obo=None):
 
 def block(number, domain='legacy.example', reason=TLS_REASON, created=1700000000):
     return dict(created=created, email='user%d@%s' % (number, domain), reason=reason, status='4.0.0')
-
-
-@pytest.fixture(autouse=True)
-def no_env(monkeypatch):
-    for name in ('SENDGRID_API_KEY', 'SENDGRID_REGION', 'SENDGRID_API_URL'):
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_pages_until_a_short_page_and_keeps_only_tls_blocks(conversation, capsys):

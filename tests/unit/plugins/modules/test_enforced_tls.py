@@ -7,7 +7,7 @@ import pytest
 import requests
 
 from ansible_collections.mailsec.sendgrid.plugins.modules import enforced_tls, enforced_tls_info
-from tests.unit.http_conversation import answer, run_module
+from ansible_collections.mailsec.sendgrid.tests.unit.http_conversation import answer, run_module
 
 KEY = 'unit-key-0123456789'
 URL = 'https://api.sendgrid.com/v3/user/settings/enforced_tls'
@@ -30,12 +30,6 @@ def patch(body, url=URL, obo=None):
 
 
 STATE = dict(require_tls=False, require_valid_cert=False, version=1.1)
-
-
-@pytest.fixture(autouse=True)
-def no_env(monkeypatch):
-    for name in ('SENDGRID_API_KEY', 'SENDGRID_REGION', 'SENDGRID_API_URL'):
-        monkeypatch.delenv(name, raising=False)
 
 
 def test_unchanged_makes_one_get(conversation, capsys):
