@@ -11,7 +11,7 @@ import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
-from ansible_collections.mailsec.sendgrid.plugins.action.enforced_tls_fleet import host_result, resolve_account
+from ansible_collections.mailsec.sendgrid.plugins.action.enforced_tls_fleet import host_result, play_vars_for_host, resolve_account
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import DEFAULT_DIR
 
 try:
@@ -167,3 +167,25 @@ def test_the_given_result_is_left_alone():
     copy = dict(given)
     host_result(given, 'enforce', False)
     assert given == copy
+
+
+class _Manager:
+    """A VariableManager stand-in recording how get_vars was called; with private=False it lacks _hosts/_hosts_all,
+    as a later ansible-core may (ansible-core calls them private)."""
+
+    def __init__(self, private):
+        self.private = private
+        self.calls = []
+
+    def get_vars(self, play=None, host=None, task=None, **private):
+        if private and not self.private:
+            raise TypeError("get_vars() got an unexpected keyword argument '_hosts'")
+        self.calls.append(sorted(private))
+        return dict(host=host)
+
+
+@pytest.mark.parametrize('private, calls', [(True, [['_hosts', '_hosts_all']]), (False, [[]])])
+def test_other_hosts_variables_with_and_without_the_private_arguments(private, calls):
+    manager = _Manager(private)
+    assert play_vars_for_host(manager, 'play', 'sub0001', 'task', ['sub0001', 'sub0002']) == dict(host='sub0001')
+    assert manager.calls == calls
