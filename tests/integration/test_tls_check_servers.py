@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography import x509
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import Prober
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_endpoint import Prober
 from tests.tls_servers import (
     LOOPBACK, BannerServer, Certificates, HTTPSServer, ResettingServer, SilentServer, SMTPServer, free_port, server_context)
 
