@@ -39,8 +39,11 @@ class Deadline:
     def __init__(self, limit, timeout, until=None):
         start = time.monotonic()
         self.timeout = timeout
-        self.end = start + limit if until is None else min(start + limit, until)
-        self.limit = self.end - start
+        if until is None or start + limit <= until:
+            # limit as given: (start + limit) - start need not equal it in floating point
+            self.end, self.limit = start + limit, limit
+        else:
+            self.end, self.limit = until, until - start
 
     def remaining(self):
         return self.end - time.monotonic()
