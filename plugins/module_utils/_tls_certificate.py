@@ -19,6 +19,7 @@ import datetime
 import ipaddress
 import ssl
 import traceback
+import warnings
 
 try:
     from cryptography import x509
@@ -27,6 +28,10 @@ try:
 except ImportError:
     HAS_CRYPTOGRAPHY = False
     CRYPTOGRAPHY_ERROR = traceback.format_exc()
+else:
+    # Servers still present such certificates; we only report them. (A filter, not catch_warnings(): probes run in
+    # threads, and catch_warnings() is not thread-safe.)
+    warnings.filterwarnings('ignore', message="Parsed a serial number which wasn't positive")
 
 FIELDS = ('subject', 'issuer', 'not_after', 'days_left', 'subject_alt_names')
 ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # fixed width, so that such strings also compare in time order
