@@ -97,6 +97,7 @@ def protocol_label(protocol):
         return 'TLS 1.0'
     return protocol.replace('TLSv', 'TLS ').replace('SSLv', 'SSL ')
 
+
 class _DeadlineSocket:
     """What http.client uses of its socket (sendall, makefile, close), every read and write bounded by the deadline."""
 
