@@ -52,5 +52,5 @@ case $command in
       <(sed -nE 's/^=+ (.+) in [0-9.]+s =+$/\1/p' "$log") | sed 's/^/== ansible-test units, /' ;;
   integration)
     targets=$(sed -nE 's/^Running (.+) integration test (role|script)$/\1/p' "$log")
-    echo "== ansible-test integration: $(echo "$targets" | grep -c .) targets passed:" $targets ;;
+    echo "== ansible-test integration: $(echo "$targets" | grep -c .) targets passed: $(echo "$targets" | paste -sd ' ')" ;;
 esac

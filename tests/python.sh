@@ -41,7 +41,7 @@ echo "building Python $version into $prefix (once per machine, ~7 minutes; log: 
   apt-get "${apt_options[@]}" update
   (cd "$work" && apt-get "${apt_options[@]}" source --download-only "python$version")
   mkdir "$work/src"
-  tar -xf "$(ls "$work"/python"$version"_*.orig.tar.* | head -n 1)" -C "$work/src" --strip-components=1
+  tar -xf "$(find "$work" -maxdepth 1 -name "python${version}_*.orig.tar.*" | sort | head -n 1)" -C "$work/src" --strip-components=1
   cd "$work/src"
   ./configure --prefix="$prefix" --with-ensurepip=install
   make -j"$(nproc)"
