@@ -26,7 +26,9 @@ description:
     A server that refuses TLS O(min_version) is contacted once more offering TLS 1.0 and 1.1 too, only to report which
     old version it speaks; that connection never counts as a success.
   - Also reports this host's TLS stack (Python, OpenSSL, C(requests), C(urllib3)), the components to upgrade when a test fails.
-  - Uses the Python standard library only, so it also works where C(requests) is missing.
+  - Uses the Python standard library, so it also works where C(requests) is missing. The server certificate is read
+    by the C(cryptography) library when it is installed; without it, only the details of a certificate that passed
+    verification are known (see RV(results[].certificate.parsed_by)).
 author:
   - mailsec.sendgrid maintainers (@mailsec)
 extends_documentation_fragment:
@@ -210,7 +212,11 @@ results:
       type: str
       sample: TLS_AES_256_GCM_SHA384
     certificate:
-      description: The server certificate, also when it failed verification. Null if no handshake succeeded.
+      description:
+        - The server certificate, also when it failed verification. Null if no handshake succeeded, or if the
+          C(cryptography) library could not read the certificate.
+        - Without C(cryptography) on the managed host, the details of a certificate that was not verified (a
+          verification failure, or O(validate_certs=false)) are unknown - its fields are all null.
       type: dict
       contains:
         subject:
@@ -234,6 +240,16 @@ results:
           type: list
           elements: str
           sample: [tls12.api.sendgrid.com]
+        parsed_by:
+          description:
+            - What read the certificate's details.
+            - V(cryptography) - the C(cryptography) library, whenever it is installed on the managed host.
+            - V(ssl) - Python's C(ssl) module, for a certificate that passed verification, when C(cryptography) is not
+              installed (or cannot read it).
+            - Null - neither could, so the other fields are null - C(cryptography) is not installed and the certificate
+              was not verified.
+          type: str
+          sample: cryptography
     http_status:
       description: The HTTP status of a C(HEAD /) request sent over the tested connection; null if there was no answer.
       returned: when mode is V(https)
@@ -306,7 +322,7 @@ local:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_endpoint import (
     MODES, Prober, endpoint, local_stack, local_supports)
 
 ENDPOINT_KEYS = ('host', 'port', 'mode')

@@ -16,10 +16,10 @@ import time
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import (
-    ENDPOINT_LIMIT_STEPS, MX_LIMIT_STEPS, MXProber, Prober)
-from ansible_collections.mailsec.sendgrid.plugins.modules.recipient_tls_info import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
     Preview, make_resolver, parse_nameserver, worst_case_seconds)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_endpoint import ENDPOINT_LIMIT_STEPS, Prober
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MX_LIMIT_STEPS, MXProber
 from tests.dns_server import DNSServer, MXWorld
 from tests.integration.test_tls_check_servers import certs, serve  # noqa: F401 pylint: disable=unused-import
 from tests.tls_servers import LOOPBACK, DripServer, server_context

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from cryptography import x509
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_probe import Prober
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_endpoint import Prober
 from tests.tls_servers import (
     LOOPBACK, BannerServer, Certificates, HTTPSServer, ResettingServer, SilentServer, SMTPServer, free_port, server_context)
 
@@ -315,6 +315,40 @@ def test_module_reports_option_errors_without_a_traceback(run_playbook, tmp_path
     assert run.results['bad_port']['msg'] == 'port 0 of 127.0.0.1 is not a TCP port (1-65535)'
     assert run.results['missing_ca']['msg'].startswith('Cannot load the CA bundle ca_path=%s: ' % missing)
     assert 'results' not in run.results['missing_ca'] and run.results['missing_ca']['local']['python']
+
+
+def test_modules_on_a_host_without_cryptography(certs, serve, run_playbook, tmp_path):
+    # A managed host may lack cryptography: tls_check still works, and says what read the certificate;
+    # recipient_tls_info, meant for the controller, names the missing library.
+    hidden = tmp_path / 'hidden' / 'cryptography'
+    hidden.mkdir(parents=True)
+    (hidden / '__init__.py').write_text('raise ImportError("cryptography is hidden for this test")\n')
+    environment = dict(PYTHONPATH=str(hidden.parent))
+    good = serve(HTTPSServer(server_context(certs.good)))
+
+    def tls_check(name, **options):
+        return {'name': name, 'register': name, 'environment': environment, 'mailsec.sendgrid.tls_check': dict(
+            host=LOOPBACK, port=good.port, timeout=2, fail_on_unsupported=False, **options)}
+    run = run_playbook(tasks=[
+        tls_check('verified', ca_path=certs.ca_file),
+        tls_check('unverified', validate_certs=False),
+        tls_check('untrusted'),
+        {'name': 'recipient', 'register': 'recipient', 'environment': environment, 'ignore_errors': True,
+         'mailsec.sendgrid.recipient_tls_info': dict(domains=['example.com'])},
+    ], save=['verified', 'unverified', 'untrusted', 'recipient'])
+    assert run.rc == 0 and 'Traceback' not in run.output, run.output
+    leaf = x509.load_pem_x509_certificate(certs.good.cert_chain_pems[0].bytes())
+    (verified,), (unverified,), (untrusted,) = (run.results[name]['results'] for name in ('verified', 'unverified', 'untrusted'))
+    assert verified['supported'] is True and verified['http_status'] == 200
+    assert verified['certificate'] == dict(
+        subject=leaf.subject.rfc4514_string(), issuer=leaf.issuer.rfc4514_string(),
+        not_after=leaf.not_valid_after_utc.strftime('%Y-%m-%dT%H:%M:%SZ'), days_left=verified['certificate']['days_left'],
+        subject_alt_names=['127.0.0.1', 'localhost'], parsed_by='ssl')
+    unknown = dict(subject=None, issuer=None, not_after=None, days_left=None, subject_alt_names=None, parsed_by=None)
+    assert unverified['supported'] is True and unverified['certificate'] == unknown
+    assert (untrusted['supported'], untrusted['reason_code'], untrusted['certificate']) == (False, 'cert_untrusted', unknown)
+    recipient = run.results['recipient']
+    assert recipient['failed'] is True and 'Failed to import the required Python library (cryptography)' in recipient['msg']
 
 
 def collection_playbook(run_playbook, extra_vars):
