@@ -45,7 +45,7 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
-    DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, Recorder, SnapshotError, load as load_snapshot, locked, write_private_json)
+    DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, SnapshotError, load as load_snapshot, locked, recorder_for, write_private_json)
 
 PREFIX = 'enforced_tls_policy_'
 MODES = ('enforce', 'audit', 'preflight', 'restore', 'check_snapshot')
@@ -490,7 +490,7 @@ def _recorder(account):
     if not account.get('snapshot_dir'):
         return None
     connection = account['connection']
-    recorder = Recorder(_run_dir(), account['snapshot_dir'])
+    recorder = recorder_for(_run_dir(), account['snapshot_dir'])
     return functools.partial(recorder.record, account['host'], account['on_behalf_of'],
                              resolve_base_url(connection['region'], connection['api_url']), connection['region'])
 

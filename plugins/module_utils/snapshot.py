@@ -5,7 +5,8 @@
 
 """Snapshots of Enforced TLS writes: what each subuser had before a run changed it, so that it can be restored.
 
-One JSON file per ``ansible-playbook`` run and snapshot directory, written by every worker process of the run::
+One JSON file per ``ansible-playbook`` run and snapshot directory, written by every worker process of the run (on one
+line, with the checksum last; shown here spread out)::
 
     {
       "format": "mailsec.sendgrid.enforced_tls_snapshot",
@@ -37,10 +38,12 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import secrets
+import threading
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError, check_on_behalf_of, resolve_base_url
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, desired_state
@@ -77,16 +80,23 @@ def locked(lock_path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def write_private_json(path, data, indent=None):
-    """Replace ``path`` atomically (write a 0600 temporary file, then rename): a reader sees the old or the new file."""
-    tmp = '%s.%d.tmp' % (path, os.getpid())
+def write_private_json(path, data, text=None, sync=True):
+    """Replace ``path`` atomically (write a 0600 temporary file, then rename): a reader sees the old or the new file.
+
+    Writes ``text`` when given (JSON already encoded), else ``data`` as JSON; ``sync``: on disk before the rename.
+    Returns the new file's os.stat().
+    """
+    # json.dumps in one piece: json.dump (and any indent=) take the pure-Python encoder, ten times slower.
+    text = json.dumps(data, sort_keys=True) + '\n' if text is None else text
+    tmp = '%s.%d.%d.tmp' % (path, os.getpid(), threading.get_ident())
     try:
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w', encoding='utf-8') as handle:
-            json.dump(data, handle, indent=indent, sort_keys=True)
-            handle.write('\n')
+            handle.write(text)
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        return os.stat(path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -95,15 +105,47 @@ def write_private_json(path, data, indent=None):
 
 # -- the document ------------------------------------------------------------------------------------------------------
 
-def checksum(document):
+def _canonical(document):
     body = {key: value for key, value in document.items() if key != 'checksum'}
-    canonical = json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+    return json.dumps(body, sort_keys=True, separators=(',', ':'), ensure_ascii=True)
+
+
+def _digest(canonical):
     return 'sha256:' + hashlib.sha256(canonical.encode('ascii')).hexdigest()
 
 
-def _seal(document):
-    document['checksum'] = checksum(document)
-    return document
+def checksum(document):
+    return _digest(_canonical(document))
+
+
+# The run's snapshot is written as its canonical JSON with the checksum added last: its writers can then check a file
+# they read back from its text alone, without encoding it again (what makes a write cheap in a file of thousands).
+_SEAL = ',"checksum":"'
+
+
+def _sealed_text(document):
+    canonical = _canonical(document)
+    return '%s%s%s"}\n' % (canonical[:-1], _SEAL, _digest(canonical))
+
+
+def _unseal(text):
+    """The document of a file written by _sealed_text, or None when its text does not match its checksum."""
+    position = text.rfind(_SEAL)
+    if position < 0 or not text.endswith('"}\n'):
+        return None
+    canonical = text[:position] + '}'
+    if _digest(canonical) != text[position + len(_SEAL):-3]:
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) and document.get('format') == FORMAT else None
+
+
+def _signature(stat):
+    """What changes whenever any process replaces the file (os.replace gives it a new inode)."""
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def problems(document):
@@ -182,6 +224,12 @@ class Recorder:
 
     ``run_dir`` is private to one ``ansible-playbook`` run: the name of the run's snapshot file is kept there, so every
     worker process of the run writes the same file, and the next run starts a new one.
+
+    Each change is on disk before :meth:`record` lets its write go on. The file is rewritten whole for that (so that it
+    stays one sealed document), which costs time in proportion to its size; two things keep a fleet of thousands from
+    paying that once per change: the threads of one process (batch mode) commit their changes together, one file cycle
+    for all that are waiting (group commit), and a process that wrote the file last reuses the document it holds instead
+    of reading the file back.
     """
 
     def __init__(self, run_dir, directory):
@@ -189,6 +237,10 @@ class Recorder:
         key = hashlib.sha256(self.directory.encode('utf-8', 'surrogatepass')).hexdigest()[:16]
         self._lock = os.path.join(run_dir, 'snapshot-%s.lock' % key)
         self._pointer = os.path.join(run_dir, 'snapshot-%s.path' % key)
+        self._cycle_lock = threading.Lock()  # one file cycle at a time in this process
+        self._queue_lock = threading.Lock()
+        self._queue = []  # changes waiting for the next file cycle
+        self._cache = None  # (signature, path, document) of the file as this process last wrote it
 
     @contextlib.contextmanager
     def record(self, host, on_behalf_of, endpoint, region, previous):
@@ -198,7 +250,7 @@ class Recorder:
         new in this run), recorded (the fields this write added), endpoint}. Fields the run already recorded for the host keep
         their first value: a restore goes back to the state before the run, not to a state in the middle of it.
         """
-        with self._locked_document() as (path, document):
+        def add(path, document):
             entry = document['subusers'].get(host)
             new = entry is None
             if new:
@@ -209,46 +261,70 @@ class Recorder:
                 entry['previous'].update(added)
                 entry['pending'] = sorted(set(entry.get('pending', ())) | set(added))
                 entry['recorded'] = utc_now()
-            summary = dict(path=path, subusers=len(document['subusers']), new=new, recorded=sorted(added), endpoint=endpoint)
+            return added, dict(path=path, subusers=len(document['subusers']), new=new, recorded=sorted(added),
+                               endpoint=endpoint)
+
+        added, summary = self._commit(add)
         try:
             yield summary
         except BaseException:
             if added:
-                self._settle(host, added, keep=False)
+                self._commit(functools.partial(_settle, host, added, False))
             raise
         if added:
-            self._settle(host, added, keep=True)
+            # Not synced: should it be lost (a power cut), the entry stays pending, which a restore reads harmlessly.
+            self._commit(functools.partial(_settle, host, added, True), sync=False)
 
-    def _settle(self, host, added, keep):
-        with self._locked_document() as (dummy, document):
-            entry = document['subusers'].get(host)
-            if entry is None:
-                return
-            pending = [field for field in entry.get('pending', ()) if field not in added]
-            if pending:
-                entry['pending'] = pending
-            else:
-                entry.pop('pending', None)
-            if not keep:
-                for field in added:
-                    entry['previous'].pop(field, None)
-                if not entry['previous']:
-                    del document['subusers'][host]
+    def _commit(self, change, sync=True):
+        """Apply ``change(path, document)`` to the run's snapshot and have it on disk; returns what ``change`` returned.
 
-    @contextlib.contextmanager
-    def _locked_document(self):
-        """The run's snapshot (created on first use), to change in place; written back sealed when the block ends."""
-        with locked(self._lock):
-            path = self._path()
-            if path is None:
-                path, document = self._create()
-            else:
-                document = self._read(path)
-            yield path, document
+        Changes queued by other threads of this process meanwhile are applied in the same file cycle.
+        """
+        job = dict(change=change, done=False, sync=sync)
+        with self._queue_lock:
+            self._queue.append(job)
+        with self._cycle_lock:
+            if not job['done']:
+                with self._queue_lock:
+                    jobs, self._queue = self._queue, []
+                self._cycle(jobs)
+        if 'error' in job:
+            raise job['error']
+        return job['value']
+
+    def _cycle(self, jobs):
+        try:
+            with locked(self._lock):
+                path, document = self._document()
+                for job in jobs:
+                    job['value'] = job['change'](path, document)  # dict updates only: they do not fail half-way
+                try:
+                    stat = write_private_json(path, None, text=_sealed_text(document),
+                                              sync=any(job['sync'] for job in jobs))
+                except OSError as exc:
+                    raise SnapshotError('the snapshot %s cannot be written: %s' % (path, exc.strerror or exc))
+                self._cache = (_signature(stat), path, document)
+        except Exception as exc:  # every change of the cycle failed with it (the file is as it was)
+            self._cache = None
+            for job in jobs:
+                job.pop('value', None)
+                job['error'] = exc
+        finally:
+            for job in jobs:
+                job['done'] = True
+
+    def _document(self):
+        """The run's snapshot (created on first use), under the lock."""
+        path = self._path()
+        if path is None:
+            return self._create()
+        if self._cache is not None and self._cache[1] == path:
             try:
-                write_private_json(path, _seal(document), indent=1)
-            except OSError as exc:
-                raise SnapshotError('the snapshot %s cannot be written: %s' % (path, exc.strerror or exc))
+                if _signature(os.stat(path)) == self._cache[0]:
+                    return path, self._cache[2]  # nobody wrote it since this process did
+            except OSError:
+                pass
+        return path, self._read(path)
 
     def _path(self):
         try:
@@ -260,11 +336,13 @@ class Recorder:
     def _read(self, path):
         try:
             with open(path, encoding='utf-8') as handle:
-                document = json.load(handle)
-        except (OSError, ValueError) as exc:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
             raise SnapshotError('the run\'s snapshot %s cannot be read back (%s): nothing more is written without it'
                                 % (path, getattr(exc, 'strerror', None) or exc))
-        if problems(document):
+        # The run's own file, sealed by its own processes: its seal is checked (not every entry, as a restore does).
+        document = _unseal(text)
+        if document is None:
             raise SnapshotError('the run\'s snapshot %s was changed by someone else during the run: nothing more is '
                                 'written without a trustworthy record' % path)
         return document
@@ -287,3 +365,33 @@ class Recorder:
         with open(os.open(self._pointer, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w', encoding='utf-8') as handle:
             handle.write(path)
         return path, dict(format=FORMAT, version=VERSION, created=utc_now(), subusers={})
+
+
+_RECORDERS = {}
+_RECORDERS_LOCK = threading.Lock()
+
+
+def recorder_for(run_dir, directory):
+    """This process's Recorder of a run's snapshot directory: one for all its threads, so that they commit together."""
+    key = (run_dir, os.path.abspath(os.path.expanduser(directory)))
+    with _RECORDERS_LOCK:
+        if key not in _RECORDERS:
+            _RECORDERS[key] = Recorder(run_dir, directory)
+        return _RECORDERS[key]
+
+
+def _settle(host, added, keep, dummy_path, document):
+    """After the write that ``added`` was recorded for: no longer pending (``keep``), or taken out (the write failed)."""
+    entry = document['subusers'].get(host)
+    if entry is None:
+        return
+    pending = [field for field in entry.get('pending', ()) if field not in added]
+    if pending:
+        entry['pending'] = pending
+    else:
+        entry.pop('pending', None)
+    if not keep:
+        for field in added:
+            entry['previous'].pop(field, None)
+        if not entry['previous']:
+            del document['subusers'][host]

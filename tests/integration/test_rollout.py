@@ -154,13 +154,16 @@ def _snapshot_of_one_write(sim, run_playbook, tmp_path):
 
 
 @pytest.mark.parametrize('damage, message', [
-    (lambda text: text.replace('"require_tls": false', '"require_tls": true', 1), 'its checksum does not match its content'),
+    (lambda text: text.replace('"require_tls":false', '"require_tls":true', 1), 'its checksum does not match its content'),
     (lambda text: text[:len(text) // 2], 'is not valid JSON'),
     (lambda text: json.dumps({'totals': {'subusers': 3}}), 'is not a mailsec.sendgrid Enforced TLS snapshot'),
 ])
 def test_tampered_truncated_or_foreign_snapshot_is_refused_before_any_request(sim, run_playbook, tmp_path, damage, message):
     inv, path = _snapshot_of_one_write(sim, run_playbook, tmp_path)
-    path.write_text(damage(path.read_text()))
+    original = path.read_text()
+    damaged = damage(original)
+    assert damaged != original  # the damage really happened
+    path.write_text(damaged)
     run = run_playbook(playbook_name='mailsec.sendgrid.restore', inventory=inv, args=['-e', 'snapshot=%s' % path], env=KEY_ENV)
     assert run.rc == 2
     assert message in run.stdout and str(path) in run.stdout

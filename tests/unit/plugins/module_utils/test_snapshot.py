@@ -159,3 +159,69 @@ def test_refused_files_name_the_problem(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(snapshot.SnapshotError, match='cannot be read: No such file or directory'):
         snapshot.load(str(tmp_path / 'nope.json'))
+
+
+def test_threads_of_one_process_commit_together_and_each_write_is_on_disk_first(tmp_path, monkeypatch):
+    """Batch mode: 8 threads recording at once share file cycles (group commit), and each entry is in the file, sealed,
+    by the time its write starts."""
+    import threading
+
+    record = recorder(tmp_path)
+    cycles = []
+    real_write = snapshot.write_private_json
+
+    def counting_write(path, data, text=None, sync=True):
+        cycles.append(path)
+        return real_write(path, data, text, sync)
+
+    monkeypatch.setattr(snapshot, 'write_private_json', counting_write)
+    start = threading.Barrier(8)
+    seen = {}
+
+    def one(host):
+        start.wait()
+        with record.record(host, host, ENDPOINT, 'global', {'require_tls': False}) as summary:
+            seen[host] = snapshot.load(summary['path'])['subusers'][host]['pending']
+
+    threads = [threading.Thread(target=one, args=('sub%d' % n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert seen == {'sub%d' % n: ['require_tls'] for n in range(8)}
+    document = snapshot.load(str(the_file(tmp_path)))
+    assert sorted(document['subusers']) == sorted(seen) and not any('pending' in e for e in document['subusers'].values())
+    assert len(cycles) < 16  # a cycle per record and per settle without group commit
+
+
+def test_a_run_file_changed_by_someone_else_stops_further_writes(tmp_path):
+    record = recorder(tmp_path)
+    with record.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}):
+        pass
+    path = the_file(tmp_path)
+    path.write_text(path.read_text().replace('"require_tls":false', '"require_tls":true'))
+    # A fresh recorder, as the next worker process has: it must read the file back and finds the seal broken.
+    with pytest.raises(snapshot.SnapshotError, match='changed by someone else'):
+        with recorder(tmp_path).record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
+            raise AssertionError('the write must not start')
+
+
+def test_a_failed_cycle_fails_its_write_and_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    record = recorder(tmp_path)
+    with record.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}):
+        pass
+    before = the_file(tmp_path).read_text()
+
+    def full_disk(path, data, text=None, sync=True):
+        raise OSError(28, 'No space left on device')
+
+    monkeypatch.setattr(snapshot, 'write_private_json', full_disk)
+    with pytest.raises(snapshot.SnapshotError, match='cannot be written: No space left on device'):
+        with record.record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
+            raise AssertionError('the write must not start')
+    monkeypatch.undo()
+    assert the_file(tmp_path).read_text() == before
+    # The document this process held was dropped with the failed cycle: the next write starts from the file.
+    with record.record('sub3', 'sub3', ENDPOINT, 'global', {'version': '1.1'}):
+        pass
+    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1', 'sub3']
