@@ -169,7 +169,10 @@ def run_batch(work, accounts, concurrency):
         result['on_behalf_of'] = account.get('on_behalf_of')
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(accounts) or 1))) as pool:
+    if len(accounts) <= 1 or concurrency <= 1:
+        # One account (a subuser host's own task) or no concurrency: a thread pool would only add its start-up.
+        return [one(account) for account in accounts]
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(accounts))) as pool:
         return list(pool.map(one, accounts))
 
 

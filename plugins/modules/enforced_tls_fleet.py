@@ -34,16 +34,16 @@ description:
   - Before each write (O(mode=enforce), not in check mode) it records the subuser's previous values of the fields it
     changes, with the endpoint, the region and a UTC timestamp, in the run's snapshot file in the directory
     C(enforced_tls_policy_snapshot_dir) (default C(./enforced_tls_snapshots), relative to where C(ansible-playbook) runs),
-    one JSON file per run, shared by every worker process under a lock and replaced atomically, mode C(0600) in a
-    directory created C(0700). A write that fails is taken out again; the API key is never in it. If the previous values
+    one JSON Lines journal per run (an event a line, each appended and synced before its PATCH), shared by every worker
+    process under a lock, mode C(0600) in a directory created C(0700). A write that fails is taken out again; the API key is never in it. If the previous values
     cannot be recorded, the subuser fails and is not written. The file's path and the number of subusers in it are
     published as custom stats (C(enforced_tls_snapshot), C(enforced_tls_snapshot_subusers)), as C(set_stats) does.
   - O(mode=restore) returns the host to what O(snapshot) recorded for it, the same way (one GET, a PATCH of the recorded
     fields that differ, none in check mode); a host the snapshot does not name is skipped. The account comes from the
     snapshot, the key and endpoint from the host's variables; a snapshot taken on another endpoint is refused.
     O(mode=check_snapshot) (with C(run_once)) checks the file and that every subuser it names is a host of the play
-    (unless C(--limit) is given) before any request. A malformed, truncated, edited (its checksum) or foreign file is
-    refused, naming the problem.
+    (unless C(--limit) is given) before any request. A malformed, truncated, edited (a hash chain over its lines) or foreign
+    file is refused, naming the problem.
 requirements:
   - requests (Python library) on the controller
 author:
@@ -108,7 +108,7 @@ options:
 notes:
   - The preflight verdicts are kept in Ansible's per-run local temporary directory (E(ANSIBLE_LOCAL_TEMP)), never with
     the key, and removed when the run ends.
-  - The snapshot's checksum detects a file edited or damaged after it was written; it is not a signature against
+  - The snapshot's hash chain detects a file edited, reordered or cut mid-line after it was written; it is not a signature against
     someone who can write the file on purpose. Restore a subset with C(--limit), not by editing the file.
 seealso:
   - module: mailsec.sendgrid.enforced_tls
@@ -135,7 +135,7 @@ EXAMPLES = r"""
 - name: Return each subuser host to the settings a snapshot recorded
   mailsec.sendgrid.enforced_tls_fleet:
     mode: restore
-    snapshot: enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.json
+    snapshot: enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.jsonl
 
 - name: Converge every subuser of the play batch in one task (batch mode)
   mailsec.sendgrid.enforced_tls_fleet:
@@ -199,7 +199,7 @@ snapshot:
     path:
       description: The run's snapshot file.
       type: str
-      sample: /work/enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.json
+      sample: /work/enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.jsonl
     subusers:
       description: How many subusers the file holds after this write.
       type: int

@@ -24,7 +24,7 @@ def recorder(tmp_path, directory='snaps'):
 
 
 def the_file(tmp_path, directory='snaps'):
-    files = list((tmp_path / directory).glob('enforced-tls-*.json'))
+    files = list((tmp_path / directory).glob('enforced-tls-*.jsonl'))
     assert len(files) == 1, files
     return files[0]
 
@@ -32,7 +32,7 @@ def the_file(tmp_path, directory='snaps'):
 def test_entry_is_pending_during_the_write_and_kept_after_it(tmp_path):
     rec = recorder(tmp_path)
     with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}) as summary:
-        during = json.loads(the_file(tmp_path).read_text())
+        during = snapshot.load(str(the_file(tmp_path)))
         assert during['subusers']['sub1']['pending'] == ['require_tls']
     assert summary['new'] is True and summary['subusers'] == 1 and summary['recorded'] == ['require_tls']
     document = snapshot.load(str(the_file(tmp_path)))
@@ -80,7 +80,7 @@ def test_modes_and_one_file_per_run(tmp_path):
     other_run.mkdir()
     with snapshot.Recorder(str(other_run), str(tmp_path / 'snaps')).record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
         pass
-    assert len(list((tmp_path / 'snaps').glob('*.json'))) == 2
+    assert len(list((tmp_path / 'snaps').glob('*.jsonl'))) == 2
 
 
 def test_an_existing_directory_keeps_its_mode(tmp_path):
@@ -122,14 +122,40 @@ def test_worker_processes_share_one_file(tmp_path):
     assert len(snapshot.load(str(the_file(tmp_path)))['subusers']) == 90
 
 
-def _sealed(**subusers):
-    document = dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z', subusers=subusers)
-    document['checksum'] = snapshot.checksum(document)
-    return document
+def _journal(*events, **header):
+    """A journal's text: the header (with ``header`` over its fields), then ``events``, each sealed on the one before."""
+    text, seal = '', ''
+    for body in [dict(dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z'), **header)] + list(events):
+        line, seal = snapshot.seal_line(body, seal)
+        text += line
+    return text
 
 
 ENTRY = dict(on_behalf_of='sub1', endpoint=ENDPOINT, region='global', recorded='2025-01-01T00:00:01Z',
              previous={'require_tls': False})
+
+
+def _record(**fields):
+    return dict(dict(ENTRY, event='record', host='sub1'), **fields)
+
+
+DONE = dict(event='done', host='sub1', fields=['require_tls'])
+
+
+def _swapped(lines, one, other):
+    lines[one - 1], lines[other - 1] = lines[other - 1], lines[one - 1]
+    return lines
+
+
+def test_a_journal_folds_into_one_entry_per_subuser(tmp_path):
+    path = tmp_path / 'snap.jsonl'
+    path.write_text(_journal(_record(), DONE, _record(previous={'version': '1.1'}, recorded='2025-01-01T00:00:05Z'),
+                             _record(host='sub2', on_behalf_of='sub2'), dict(DONE, host='sub2', event='undo')))
+    document = snapshot.load(str(path))
+    assert document['created'] == '2025-01-01T00:00:00Z'
+    # The second record adds its field, pending until a "done"; the undone write of sub2 leaves nothing.
+    assert document['subusers'] == {'sub1': dict(ENTRY, previous={'require_tls': False, 'version': '1.1'}, pending=['version'],
+                                                 recorded='2025-01-01T00:00:05Z')}
 
 
 @pytest.mark.parametrize('content, message', [
@@ -137,19 +163,27 @@ ENTRY = dict(on_behalf_of='sub1', endpoint=ENDPOINT, region='global', recorded='
     ('', 'is not valid JSON'),
     ('[1, 2]', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
     ('{"audit": "report"}', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
-    (json.dumps(dict(_sealed(sub1=ENTRY), version=2)), 'its format version is 2'),
-    (json.dumps(dict(_sealed(sub1=ENTRY), subusers={'sub1': dict(ENTRY, previous={'require_tls': True})})),
-     'its checksum does not match its content'),
-    (json.dumps(dict(_sealed(sub1=ENTRY), checksum=None)), 'its checksum does not match'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, previous={'version': '1.4'}))), 'version must be one of'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, previous={}))), '"previous" must hold one or more of'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, previous={'colour': 'red'}))), '"previous" must hold one or more of'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, endpoint='http://evil.example'))), 'uses plain http:// to a host that is not loopback'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, on_behalf_of=''))), 'on_behalf_of must be a subuser username'),
-    (json.dumps(_sealed(sub1=dict(ENTRY, api_key='x'))), 'unknown keys api_key'),
+    (_journal(_record(), version=2), 'its format version is 2'),
+    (_journal(_record(), DONE).replace('"require_tls":false', '"require_tls":true'), 'its checksum does not match its content on line 2'),
+    (_journal(_record(), DONE).replace('"seal":"sha256:', '"seal":"sha256:0', 1), 'its checksum does not match its content on line 1'),
+    # Lines in another order, or one left out, break the chain just the same.
+    (''.join(_swapped(_journal(_record(), DONE, _record(host='sub2')).splitlines(True), 2, 3)), 'its checksum does not match its content on line 2'),
+    (''.join(_journal(_record(), DONE, _record(host='sub2')).splitlines(True)[:1] + _journal(_record(), DONE).splitlines(True)[2:]),
+     'its checksum does not match its content on line 2'),
+    (_journal(_record(), DONE)[:-5], 'its last line is cut short (the file is truncated)'),
+    (_journal(_record(previous={'version': '1.4'})), 'version must be one of'),
+    (_journal(_record(previous={})), '"previous" must hold one or more of'),
+    (_journal(_record(previous={'colour': 'red'})), '"previous" must hold one or more of'),
+    (_journal(_record(endpoint='http://evil.example')), 'uses plain http:// to a host that is not loopback'),
+    (_journal(_record(on_behalf_of='')), 'on_behalf_of must be a subuser username'),
+    (_journal(_record(api_key='x')), 'line 2: unknown keys api_key'),
+    (_journal(DONE), 'line 2 is not an event of this format'),
+    (_journal(_record(), DONE, DONE), 'line 4 is not an event of this format'),
+    (_journal(_record(), _record(previous={'require_tls': True})), 'must hold fields not recorded for sub1 yet'),
+    (_journal(_record(), _record(endpoint='https://api.eu.sendgrid.com')), 'records sub1 for another account or endpoint'),
 ])
 def test_refused_files_name_the_problem(tmp_path, content, message):
-    path = tmp_path / 'snap.json'
+    path = tmp_path / 'snap.jsonl'
     path.write_text(content)
     with pytest.raises(snapshot.SnapshotError) as refused:
         snapshot.load(str(path))
@@ -170,9 +204,9 @@ def test_threads_of_one_process_commit_together_and_each_write_is_on_disk_first(
     cycles = []
     real_write = snapshot.write_private_json
 
-    def counting_write(path, data, text=None, sync=True):
+    def counting_write(path, data, sync=True):
         cycles.append(path)
-        return real_write(path, data, text, sync)
+        return real_write(path, data, sync)
 
     monkeypatch.setattr(snapshot, 'write_private_json', counting_write)
     start = threading.Barrier(8)
@@ -212,7 +246,7 @@ def test_a_failed_cycle_fails_its_write_and_leaves_the_file_as_it_was(tmp_path, 
         pass
     before = the_file(tmp_path).read_text()
 
-    def full_disk(path, data, text=None, sync=True):
+    def full_disk(path, data, sync=True):
         raise OSError(28, 'No space left on device')
 
     monkeypatch.setattr(snapshot, 'write_private_json', full_disk)
