@@ -19,6 +19,7 @@ import functools
 import ipaddress
 import json
 import math
+import os
 import random
 import re
 import ssl
@@ -292,14 +293,54 @@ class Throttle:
             waited_for = until
 
 
+def _tls12_context(validate_certs=True):
+    # The context must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
+    # (ValueError), and without it a context of its own would still verify.
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+_TRUSTED = {}  # CA bundle file -> a verifying TLS 1.2+ context with it loaded, for the life of the process
+_TRUSTED_LOCK = threading.Lock()
+
+
+def trusted_context(ca_file):
+    """A verifying TLS 1.2+ SSLContext that trusts the CA bundle ``ca_file``, loaded once per process.
+
+    Loading a bundle costs about 16 ms of CPU (certifi's), and urllib3 loads it again for every new connection: one per
+    subuser host in the role's per-host mode, where every task runs in a new worker process. Contexts loaded in the
+    ``ansible-playbook`` process itself (see prime_trust) are inherited by the workers it forks.
+    """
+    with _TRUSTED_LOCK:
+        if ca_file not in _TRUSTED:
+            context = _tls12_context()
+            context.load_verify_locations(cafile=ca_file)
+            _TRUSTED[ca_file] = context
+        return _TRUSTED[ca_file]
+
+
+def default_ca_file():
+    """The CA bundle requests verifies with when nothing else is said: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else certifi's."""
+    return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or requests.utils.DEFAULT_CA_BUNDLE_PATH
+
+
+def prime_trust():
+    """Load the default CA bundle now (in the process that forks the workers); a problem is left for the request to name."""
+    if HAS_REQUESTS:
+        try:
+            ca_file = default_ca_file()
+            if os.path.isfile(ca_file):
+                trusted_context(ca_file)
+        except Exception:  # pylint: disable=broad-except
+            pass  # the first request that needs this bundle loads it again and reports what is wrong
+
+
 class _TLS12Adapter(HTTPAdapter):
-    """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+)."""
+    """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+), CA bundles loaded once."""
 
     def __init__(self, validate_certs=True, **kwargs):
-        # The context must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
-        # (ValueError), and without it a context of its own would still verify.
-        self._ssl_context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
-        self._ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._ssl_context = _tls12_context(validate_certs)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs):
@@ -309,6 +350,20 @@ class _TLS12Adapter(HTTPAdapter):
     def proxy_manager_for(self, *args, **kwargs):
         kwargs['ssl_context'] = self._ssl_context
         return super().proxy_manager_for(*args, **kwargs)
+
+    def cert_verify(self, conn, url, verify, cert):
+        """requests names the CA bundle to verify with; hand the pool a context that has it loaded already instead."""
+        try:
+            super().cert_verify(conn, url, verify, cert)  # OSError when the bundle it names does not exist
+        except OSError as exc:
+            raise requests.exceptions.SSLError(str(exc)) from None
+        ca_file = getattr(conn, 'ca_certs', None)
+        if ca_file:
+            try:
+                conn.conn_kw['ssl_context'] = trusted_context(ca_file)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise requests.exceptions.SSLError('the CA bundle %s cannot be loaded: %s' % (ca_file, exc)) from None
+            conn.ca_certs = None  # or urllib3 would load the file into that context again for each new connection
 
 
 def _retry_after(response):

@@ -267,6 +267,7 @@ class _Journal:
 
     def __init__(self, path, state, text=None):
         self.path, self.state, self._text = path, dict(state), text
+        self._end = state['signature'][1], state['seal'].encode('ascii') + b'"}\n'  # where the file ends, as opened
         self.lines = []
 
     def _read(self):
@@ -278,7 +279,7 @@ class _Journal:
             except OSError as exc:
                 raise SnapshotError('the run\'s snapshot %s cannot be read back (%s): nothing more is written without it'
                                     % (self.path, exc.strerror or exc))
-            if len(data) != self.state['signature'][1] or not data.endswith(self.state['seal'].encode('ascii') + b'"}\n'):
+            if len(data) != self._end[0] or not data.endswith(self._end[1]):
                 raise _changed(self.path)
             self._text = data
         return self._text

@@ -7,6 +7,7 @@ points REQUESTS_CA_BUNDLE at it, which is how users trust a corporate proxy's CA
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import warnings
@@ -184,3 +185,42 @@ def test_tls_through_ansible_playbook(certificates, unrelated_ca_file, run_playb
     # insecure and ca_bundle made one request each; the refused handshakes made none.
     assert len(servers['modern'].requests) == 2 and servers['legacy'].requests == []
     assert servers['modern'].handshake_failures == 1 and servers['legacy'].handshake_failures == 1
+
+
+def test_a_ca_bundle_is_loaded_once_per_process_not_once_per_connection(certificates, monkeypatch):
+    """Per subuser host every connection is new (one worker process per host task): loading the bundle (~16 ms CPU for
+    certifi's) each time would double the per-host cost. Loaded in the parent, a forked worker loads nothing."""
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils import api
+
+    monkeypatch.setenv('REQUESTS_CA_BUNDLE', certificates.ca_file)
+    monkeypatch.setattr(api, '_TRUSTED', {})
+    loads = []
+    real_load = ssl.SSLContext.load_verify_locations
+
+    def counting_load(self, *args, **kwargs):
+        loads.append(os.getpid())
+        return real_load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, 'load_verify_locations', counting_load)
+    api.prime_trust()  # what the action plugin does when ansible-playbook imports it, before forking workers
+    assert loads == [os.getpid()]
+    with serve(server_context(certificates.good)) as server:
+        assert [attempt(server) for dummy in range(3)] == [EXPECTED] * 3  # three clients, three connections
+        child = os.fork()
+        if child == 0:  # a worker process: it verifies with the context it inherited, and loads nothing
+            os._exit(0 if attempt(server) == EXPECTED and len(loads) == 1 else 1)
+        assert os.waitpid(child, 0)[1] == 0
+    assert len(loads) == 1
+
+
+@pytest.mark.parametrize('bundle, message', [
+    ('missing.pem', 'Could not find a suitable TLS CA certificate bundle, invalid path'),
+    ('not-a-bundle.pem', 'cannot be loaded'),
+])
+def test_an_unusable_ca_bundle_is_named_not_a_traceback(certificates, tmp_path, monkeypatch, bundle, message):
+    (tmp_path / 'not-a-bundle.pem').write_text('not a certificate\n')
+    monkeypatch.setenv('REQUESTS_CA_BUNDLE', str(tmp_path / bundle))
+    with serve(server_context(certificates.good)) as server:
+        with pytest.raises(SendGridError) as refused:
+            attempt(server)
+    assert message in str(refused.value) and bundle in str(refused.value) and 'TLS' in str(refused.value)

@@ -259,3 +259,21 @@ def test_a_failed_cycle_fails_its_write_and_leaves_the_file_as_it_was(tmp_path, 
     with record.record('sub3', 'sub3', ENDPOINT, 'global', {'version': '1.1'}):
         pass
     assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1', 'sub3']
+
+
+def test_one_cycle_can_append_before_it_reads(tmp_path):
+    """Group commit in batch mode: one host's record appended, then another host's entry read, in one file cycle."""
+    rec = recorder(tmp_path)
+    with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}):
+        pass
+    fresh = recorder(tmp_path)  # no text read yet, as a worker process starts
+    record = dict(event='record', host='sub2', on_behalf_of='sub2', endpoint=ENDPOINT, region='global',
+                  recorded='2025-01-01T00:00:00Z', previous={'version': '1.1'})
+    jobs = [dict(change=lambda journal: journal.append(record, hosts=1), sync=True, done=False),
+            dict(change=lambda journal: journal.entry('sub1'), sync=True, done=False),
+            dict(change=lambda journal: journal.entry('sub2'), sync=True, done=False)]
+    fresh._cycle(jobs)
+    assert [job.get('error') for job in jobs] == [None] * 3
+    assert jobs[1]['value']['previous'] == {'require_tls': False} and 'pending' not in jobs[1]['value']
+    assert jobs[2]['value']['previous'] == {'version': '1.1'} and jobs[2]['value']['pending'] == ['version']
+    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1', 'sub2']
