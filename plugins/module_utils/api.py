@@ -293,31 +293,29 @@ class Throttle:
             waited_for = until
 
 
-def _tls12_context(validate_certs=True):
-    # The context must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
-    # (ValueError), and without it a context of its own would still verify.
-    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+_CONTEXTS = {}  # (validate_certs, CA file, CA directory) -> a TLS 1.2+ context, for the life of the process
+_CONTEXTS_LOCK = threading.Lock()
 
 
-_TRUSTED = {}  # CA bundle file -> a verifying TLS 1.2+ context with it loaded, for the life of the process
-_TRUSTED_LOCK = threading.Lock()
+def tls_context(validate_certs=True, ca_file=None, ca_dir=None):
+    """A TLS 1.2+ SSLContext, built (its CA certificates loaded) once per process and shared by the process's clients.
 
-
-def trusted_context(ca_file):
-    """A verifying TLS 1.2+ SSLContext that trusts the CA bundle ``ca_file``, loaded once per process.
-
-    Loading a bundle costs about 16 ms of CPU (certifi's), and urllib3 loads it again for every new connection: one per
-    subuser host in the role's per-host mode, where every task runs in a new worker process. Contexts loaded in the
-    ``ansible-playbook`` process itself (see prime_trust) are inherited by the workers it forks.
+    Building one costs about 0.8 ms of CPU in a new worker process and loading a CA bundle about 16 ms (certifi's), and
+    urllib3 loads the bundle again for every new connection: one per subuser host in the role's per-host mode, where
+    every task runs in a new worker process. Contexts built in the ``ansible-playbook`` process itself (see prime_trust)
+    are inherited by the workers it forks.
     """
-    with _TRUSTED_LOCK:
-        if ca_file not in _TRUSTED:
-            context = _tls12_context()
-            context.load_verify_locations(cafile=ca_file)
-            _TRUSTED[ca_file] = context
-        return _TRUSTED[ca_file]
+    key = (bool(validate_certs), ca_file, ca_dir)
+    with _CONTEXTS_LOCK:
+        if key not in _CONTEXTS:
+            # It must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
+            # (ValueError), and without it a context of its own would still verify.
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if ca_file or ca_dir:
+                context.load_verify_locations(cafile=ca_file, capath=ca_dir)
+            _CONTEXTS[key] = context
+        return _CONTEXTS[key]
 
 
 def default_ca_file():
@@ -326,21 +324,28 @@ def default_ca_file():
 
 
 def prime_trust():
-    """Load the default CA bundle now (in the process that forks the workers); a problem is left for the request to name."""
+    """Build the contexts and load the default CA bundle now (in the process that forks the workers).
+
+    A bundle that cannot be loaded is left for the request that needs it to name.
+    """
     if HAS_REQUESTS:
         try:
-            ca_file = default_ca_file()
-            if os.path.isfile(ca_file):
-                trusted_context(ca_file)
-        except Exception:  # pylint: disable=broad-except
-            pass  # the first request that needs this bundle loads it again and reports what is wrong
+            tls_context(True)
+            tls_context(False)
+            ca = default_ca_file()
+            if os.path.isfile(ca):
+                tls_context(True, ca_file=ca)
+            elif os.path.isdir(ca):
+                tls_context(True, ca_dir=ca)
+        except Exception:  # whatever the bundle makes ssl raise: the request that needs it loads it again and names it
+            pass
 
 
 class _TLS12Adapter(HTTPAdapter):
     """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+), CA bundles loaded once."""
 
     def __init__(self, validate_certs=True, **kwargs):
-        self._ssl_context = _tls12_context(validate_certs)
+        self._ssl_context = tls_context(validate_certs)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args, **kwargs):
@@ -357,13 +362,14 @@ class _TLS12Adapter(HTTPAdapter):
             super().cert_verify(conn, url, verify, cert)  # OSError when the bundle it names does not exist
         except OSError as exc:
             raise requests.exceptions.SSLError(str(exc)) from None
-        ca_file = getattr(conn, 'ca_certs', None)
-        if ca_file:
+        ca_file, ca_dir = getattr(conn, 'ca_certs', None), getattr(conn, 'ca_cert_dir', None)
+        if ca_file or ca_dir:
             try:
-                conn.conn_kw['ssl_context'] = trusted_context(ca_file)
+                conn.conn_kw['ssl_context'] = tls_context(True, ca_file, ca_dir)
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise requests.exceptions.SSLError('the CA bundle %s cannot be loaded: %s' % (ca_file, exc)) from None
-            conn.ca_certs = None  # or urllib3 would load the file into that context again for each new connection
+                raise requests.exceptions.SSLError('the CA bundle %s cannot be loaded: %s' % (ca_file or ca_dir, exc)) from None
+            # Or urllib3 would load them into that context again for each new connection.
+            conn.ca_certs = conn.ca_cert_dir = None
 
 
 def _retry_after(response):

@@ -193,7 +193,7 @@ def test_a_ca_bundle_is_loaded_once_per_process_not_once_per_connection(certific
     from ansible_collections.mailsec.sendgrid.plugins.module_utils import api
 
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', certificates.ca_file)
-    monkeypatch.setattr(api, '_TRUSTED', {})
+    monkeypatch.setattr(api, '_CONTEXTS', {})
     loads = []
     real_load = ssl.SSLContext.load_verify_locations
 
