@@ -322,8 +322,8 @@ class Recorder:
 
     ``run_dir`` is private to one ``ansible-playbook`` run: the run's file, where it ends (inode, size, modification
     time) and its last seal are kept there, so every worker process of the run appends to the same file, the next run
-    starts a new one, and a worker neither reads the chain back nor misses a change made by anyone else. The threads of one process (batch mode) append together:
-    one write and one sync for all the changes waiting (group commit).
+    starts a new one, and a worker neither reads the chain back nor misses a change made by anyone else. The threads of
+    one process (batch mode) append together: one write and one sync for all the changes waiting (group commit).
     """
 
     def __init__(self, run_dir, directory):

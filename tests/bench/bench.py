@@ -15,7 +15,7 @@ Each mode at each size starts from a fresh simulator with every subuser drifted:
 Not a test: the machine is shared and noisy, so compare the ratios of one run, not absolute figures across runs.
 Noise only ever adds time, so each figure is the fastest of --repeat measurements (each on a fresh simulator) at
 100 subusers or fewer, and of --repeat-large above that.
-Usage: python tests/bench/bench.py [--sizes 100,1000] [--naive-sizes 100] [--latency-ms 20] [--repeat 3] [--repeat-large 1]
+Usage: python tests/bench/bench.py [--sizes 100,1000] [--naive-sizes 100] [--latency-ms 20] [--repeat 3] [--repeat-large 2]
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main():
     parser.add_argument('--naive-sizes', default='100')
     parser.add_argument('--latency-ms', type=int, default=20)
     parser.add_argument('--repeat', type=int, default=3, help='measurements per figure at 100 subusers or fewer (the fastest counts)')
-    parser.add_argument('--repeat-large', type=int, default=1, help='measurements per figure above 100 subusers')
+    parser.add_argument('--repeat-large', type=int, default=2, help='measurements per figure above 100 subusers')
     options = parser.parse_args()
     sizes = [int(s) for s in options.sizes.split(',') if s]
 

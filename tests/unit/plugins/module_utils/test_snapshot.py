@@ -4,7 +4,6 @@ refused when it is malformed, truncated, edited or foreign."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import stat
