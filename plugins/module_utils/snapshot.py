@@ -27,8 +27,9 @@ previous, pending}}}``), which is what a restore works from. It is a checksum ag
 
 An append costs the same whatever the file's size (the rewrite of a whole document it replaced cost 5 ms a write at
 1,000 subusers): the worker processes of a run share the file under an ``fcntl`` lock (:func:`locked`), and the run's
-private temporary directory keeps the file's SHA-256 and last seal, so a worker checks the file with one hash instead of
-reading the chain back, and a file changed by anyone else during the run stops every later write.
+private temporary directory keeps where the file ends (inode, size, modification time, last seal), so a worker appends
+without reading the chain back, and a file changed by anyone else during the run stops every later write. A ``done``
+only appends; a ``record`` reads the lines that name its host (what the run recorded for it already).
 """
 
 from __future__ import annotations

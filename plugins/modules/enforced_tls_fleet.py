@@ -34,9 +34,10 @@ description:
   - Before each write (O(mode=enforce), not in check mode) it records the subuser's previous values of the fields it
     changes, with the endpoint, the region and a UTC timestamp, in the run's snapshot file in the directory
     C(enforced_tls_policy_snapshot_dir) (default C(./enforced_tls_snapshots), relative to where C(ansible-playbook) runs),
-    one JSON Lines journal per run (an event a line, each appended and synced before its PATCH), shared by every worker
-    process under a lock, mode C(0600) in a directory created C(0700). A write that fails is taken out again; the API key is never in it. If the previous values
-    cannot be recorded, the subuser fails and is not written. The file's path and the number of subusers in it are
+    one JSON Lines journal per run (an event a line; the record of a write is appended and synced before its PATCH),
+    shared by every worker process under a lock, mode C(0600) in a directory created C(0700). A write that fails is
+    taken out again; the API key is never in it. If the previous values cannot be recorded, the subuser fails and is
+    not written. The file's path and the number of subusers in it are
     published as custom stats (C(enforced_tls_snapshot), C(enforced_tls_snapshot_subusers)), as C(set_stats) does.
   - O(mode=restore) returns the host to what O(snapshot) recorded for it, the same way (one GET, a PATCH of the recorded
     fields that differ, none in check mode); a host the snapshot does not name is skipped. The account comes from the
