@@ -31,17 +31,22 @@ import functools
 import hashlib
 import json
 import os
+import re
 
 from ansible import constants as C
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
 from ansible.utils.sentinel import Sentinel
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
-    HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency, check_connection_params,
-    normalize_api_key, prime_trust, redact_data, resolve_base_url)
+    CONNECTION_ARGUMENT_SPEC, HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency,
+    check_connection_params, normalize_api_key, prime_trust, redact_data, resolve_base_url)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
+    DNSPYTHON_ERROR, HAS_DNSPYTHON, run_preview)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import CRYPTOGRAPHY_ERROR, HAS_CRYPTOGRAPHY
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
@@ -51,12 +56,20 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
 # loaded here (once, ~16 ms CPU) is inherited by the worker of every subuser host instead of loaded again by each.
 prime_trust()
 
+display = Display()
+
 PREFIX = 'enforced_tls_policy_'
-MODES = ('enforce', 'audit', 'preflight', 'restore', 'check_snapshot')
+MODES = ('enforce', 'audit', 'preflight', 'restore', 'check_snapshot', 'journal')
+DEFAULT_TIMEOUT = CONNECTION_ARGUMENT_SPEC['timeout']['default']
+DEFAULT_MAX_RETRIES = CONNECTION_ARGUMENT_SPEC['max_retries']['default']
 # Every enforced_tls_policy_* variable the role and playbooks know; any other is most likely a typo.
-KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'concurrency', 'hosts', 'mode', 'result', 'impact',
-                            'impact_domains', 'max_blocked', 'impact_nameservers', 'impact_smtp_port', 'impact_ca_path',
-                            'impact_timeout', 'impact_allow_private', 'batch', 'preflight', 'snapshot_dir'))
+KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'timeout', 'max_retries', 'concurrency', 'hosts',
+                            'mode', 'result', 'impact', 'impact_domains', 'max_blocked', 'impact_nameservers',
+                            'impact_smtp_port', 'impact_ca_path', 'impact_timeout', 'impact_allow_private', 'batch', 'preflight',
+                            'snapshot_dir'))
+# The guardrail's role variables (enforced_tls_policy_impact_*) and the recipient_tls_info options they set.
+IMPACT_OPTIONS = dict(impact_domains='domains', impact_nameservers='nameservers', impact_smtp_port='smtp_port',
+                      impact_ca_path='ca_path', impact_timeout='timeout', impact_allow_private='allow_private')
 DEFAULT_MODE_HINT = ('leave enforced_tls_policy_batch unset (false): the default per-subuser mode honours when:, includes and '
                      'every strategy')
 
@@ -97,6 +110,8 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('mode %s works per subuser host: batch and hosts are not supported with it' % mode)
         if mode == 'preflight':
             result = self._preflight_task(task_vars)
+        elif mode == 'journal':
+            result = journal_summary()
         elif mode == 'check_snapshot':
             result = self._check_snapshot_task(task_vars)
         elif mode == 'restore':
@@ -119,11 +134,17 @@ class ActionModule(ActionBase):
         except ValueError as exc:
             return dict(failed=True, changed=False, msg='invalid Enforced TLS policy variables, nothing was sent to SendGrid: %s'
                         % exc)
-        result = self._preflighted(account, host)
+        # The guardrail (enforce only) before anything is sent to SendGrid, then the preflight: each done once per run
+        # by whichever host comes first, and its verdict shared by every host it covers, whatever the strategy.
+        guard = result = self._guarded(account) if mode == 'enforce' else dict(failed=False)
+        if not result['failed']:
+            result = self._preflighted(account, host)
         if not result['failed']:
             result = self._converge_group(account['connection'], [account], check_mode, 1)[host]
         result = host_result(result, mode, bool(self._task.check_mode))
         result['host'] = host
+        if guard.get('impact'):
+            result['impact'] = guard['impact']
         _publish_snapshot(result, [result])
         if fail_on_drift and result.get('changes'):
             result.update(failed=True, msg='drifts from the policy: %s' % ', '.join(
@@ -220,6 +241,19 @@ class ActionModule(ActionBase):
             return dict(failed=True, changed=False, msg=verdict['msg'])
         return dict(changed=False, msg='SendGrid answered the parent account read on %s' % verdict['endpoint'])
 
+    def _guarded(self, account):
+        """The impact guardrail of the account's policy: dict(failed=False[, impact]) or the refusal, before any request."""
+        if account['impact'] is None:
+            return dict(failed=False)
+        if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
+            missing, error = ('dnspython', DNSPYTHON_ERROR) if not HAS_DNSPYTHON else ('cryptography', CRYPTOGRAPHY_ERROR)
+            return dict(failed=True, changed=False, status='failed', msg='the impact preview (%simpact_domains) needs %s; '
+                        'nothing was written' % (PREFIX, missing_required_lib(missing)), exception=error)
+        verdict = guardrail_once(account['impact'])
+        if verdict['ok']:
+            return dict(failed=False, impact=verdict['impact'])
+        return dict(failed=True, changed=False, status='failed', msg=verdict['msg'], impact=verdict.get('impact'))
+
     def _preflighted(self, account, host):
         verdict = preflight_once(account['connection'], host)
         if verdict['ok']:
@@ -253,7 +287,12 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail('invalid Enforced TLS policy variables, nothing was sent to SendGrid:\n- ' + '\n- '.join(errors))
 
         results = {}
-        for connection, group in _by_connection(accounts).items():
+        if mode == 'enforce':
+            for account in accounts:
+                refused = self._guarded(account)
+                if refused['failed']:
+                    results[account['host']] = refused
+        for connection, group in _by_connection(account for account in accounts if account['host'] not in results).items():
             verdict = self._preflighted(group[0], group[0]['host'])
             if verdict['failed']:
                 results.update((account['host'], dict(verdict)) for account in group)
@@ -264,7 +303,7 @@ class ActionModule(ActionBase):
         failed = {r['host']: r['msg'] for r in report if r['failed']}
         # Under serial:, a failing task here would end the play for later batches too: failures are kept for the
         # run and reported by the role after the play's last batch.
-        failed_all, last_batch = record_batch(self._task.get_play(), hosts, failed, task_vars.get('ansible_play_hosts', hosts))
+        failed_all, last_batch, processed = record_batch(self._task.get_play(), hosts, failed, task_vars.get('ansible_play_hosts', hosts))
         result = dict(
             changed=mode == 'enforce' and any(r['changed'] for r in report),
             mode=mode,
@@ -279,8 +318,15 @@ class ActionModule(ActionBase):
         if unknown:
             result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(sorted(unknown))]
         _publish_snapshot(result, report)
-        if failed and fail_on_error:
-            result.update(failed=True, msg=failures_message(failed, len(report), 'subusers'))
+        summary = result['summary']
+        result['msg'] = '%d compliant, %d changed, %d would change, %d failed' % tuple(
+            len(summary[status]) for status in ('compliant', 'changed', 'would_change', 'failed'))
+        display.display('Enforced TLS batch of %d subusers: %s' % (len(report), result['msg']))
+        # Failing the task ends the play (a run_once task fails every host of it), so under serial: the failures of every
+        # batch are named once, after the play's last batch; a task given its own hosts fails at once.
+        failing, total = (failed, len(report)) if args['hosts'] is not None else (failed_all if last_batch else {}, processed)
+        if failing and fail_on_error:
+            result.update(failed=True, msg=failures_message(failing, total, 'subusers'))
         return result
 
     def _refuse_unscoped_batch(self):
@@ -387,21 +433,19 @@ def resolve_account(host, variables, templar):
     try:
         policy = {field: var(field) for field in FIELDS}
         for field in ('require_tls', 'require_valid_cert'):
-            if isinstance(policy[field], str) and not _unset(policy[field]):
-                # Survey answers arrive as strings ("true"); anything else is named, not guessed.
-                try:
-                    policy[field] = boolean(policy[field], strict=True)
-                except TypeError:
-                    raise ValueError('%s%s must be a boolean (true or false), got %r' % (PREFIX, field, policy[field]))
+            policy[field] = _boolean(policy[field], PREFIX + field)
         desired = desired_state({k: v for k, v in policy.items() if not _unset(v)}, name_prefix=PREFIX)
         if not desired:
             raise ValueError('no policy: set at least one of %s' % ', '.join(PREFIX + f for f in FIELDS))
         on_behalf_of = var('on_behalf_of', host)
+        region, api_url = resolve_endpoint(var, variables)
         connection = dict(
             # Normalized here, so that "KEY" and "KEY\n" (a vault file's newline) share one preflight and one client.
             api_key=normalize_api_key(var('api_key') or os.environ.get('SENDGRID_API_KEY'), PREFIX + 'api_key'),
-            region=var('region') or variables.get('sendgrid_region') or 'global',
-            api_url=var('api_url') or os.environ.get('SENDGRID_API_URL') or None,
+            region=region,
+            api_url=api_url,
+            timeout=_number(var('timeout'), float, PREFIX + 'timeout', DEFAULT_TIMEOUT),
+            max_retries=_number(var('max_retries'), int, PREFIX + 'max_retries', DEFAULT_MAX_RETRIES),
         )
         check_connection_params(dict(connection, on_behalf_of=on_behalf_of or None), prefix=PREFIX)
         concurrency = check_concurrency(var('concurrency', 8), PREFIX + 'concurrency')
@@ -409,10 +453,82 @@ def resolve_account(host, variables, templar):
         if not isinstance(snapshot_dir, str) or not snapshot_dir.strip():
             raise ValueError('%ssnapshot_dir must be a directory path (where every write\'s previous settings are kept), got %r'
                              % (PREFIX, snapshot_dir))
+        impact = impact_settings(var, desired)
     except (TypeError, SendGridConfigError) as exc:
         raise ValueError(str(exc))
     return dict(host=host, on_behalf_of=on_behalf_of or None, desired=desired, connection=connection,
-                concurrency=concurrency, snapshot_dir=snapshot_dir), unknown
+                concurrency=concurrency, snapshot_dir=snapshot_dir, impact=impact), unknown
+
+
+def resolve_endpoint(var, variables):
+    """(region, api_url) of a host: the first of these that is set wins, api_url over region within it.
+
+    The role's variables; the host's own (sendgrid_api_url, sendgrid_region: the subusers inventory sets them from where
+    the subuser lives and the endpoint it was listed from); the environment (SENDGRID_API_URL, SENDGRID_REGION, as for
+    the modules and the AWX credential type); else SendGrid's global endpoint.
+    """
+    levels = (
+        (var('api_url'), var('region')),
+        (variables.get('sendgrid_api_url'), variables.get('sendgrid_region')),
+        (os.environ.get('SENDGRID_API_URL'), os.environ.get('SENDGRID_REGION')),
+    )
+    for api_url, region in levels:
+        if not _unset(api_url):
+            return region if not _unset(region) else 'global', api_url
+        if not _unset(region):
+            return region, None
+    return 'global', None
+
+
+def impact_settings(var, desired):
+    """The guardrail of one host: None without enforced_tls_policy_impact_domains, else what its preview needs.
+
+    The preview judges the host's own policy; a setting it leaves unmanaged counts as SendGrid's default (what the
+    account has unless someone changed it).
+    """
+    domains = var('impact_domains')
+    if _unset(domains) or domains == []:
+        return None
+    options = {option: var(name) for name, option in IMPACT_OPTIONS.items()}
+    options = {option: value for option, value in options.items() if not _unset(value)}
+    if not isinstance(options['domains'], list):
+        raise ValueError('%simpact_domains must be a list of recipient domains, got %r' % (PREFIX, options['domains']))
+    if 'allow_private' in options:
+        options['allow_private'] = _boolean(options['allow_private'], PREFIX + 'impact_allow_private')
+    for option, kind in (('smtp_port', int), ('timeout', float)):
+        if option in options:
+            options[option] = _number(options[option], kind, PREFIX + 'impact_' + option)
+    options.update(desired)
+    max_blocked = _number(var('max_blocked'), int, PREFIX + 'max_blocked', 0)
+    if max_blocked < 0:
+        raise ValueError('%smax_blocked must be a whole number of 0 or more, got %d' % (PREFIX, max_blocked))
+    return dict(options=options, max_blocked=max_blocked)
+
+
+def _boolean(value, name):
+    # Survey answers arrive as strings ("true"); anything else is named, not guessed.
+    if isinstance(value, str) and not _unset(value):
+        try:
+            return boolean(value, strict=True)
+        except TypeError:
+            raise ValueError('%s must be a boolean (true or false), got %r' % (name, value))
+    return value
+
+
+def _number(value, kind, name, default=None):
+    """An int or float variable (survey answers are strings), or ``default`` when unset; ValueError names it."""
+    if _unset(value):
+        return default
+    what = 'a whole number' if kind is int else 'a number'
+    if isinstance(value, bool):
+        raise ValueError('%s must be %s, got %r' % (name, what, value))
+    try:
+        number = kind(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError('%s must be %s, got %r' % (name, what, value))
+    if kind is int and isinstance(value, float) and value != number:
+        raise ValueError('%s must be %s, got %r' % (name, what, value))
+    return number
 
 
 def host_result(result, mode, task_check_mode):
@@ -472,8 +588,56 @@ def preflight_once(connection, host):
         return verdict
 
 
+def guardrail_once(impact):
+    """The run's verdict on one policy's impact preview: {'ok', 'msg', 'impact'}; the first caller runs the preview.
+
+    Every host of the run whose policy and guardrail variables are the same shares it (one preview, one set of DNS and
+    SMTP probes per run), whichever hosts a condition selects and whatever the strategy: no host writes before it.
+    """
+    material = json.dumps([C.DEFAULT_LOCAL_TMP, impact], sort_keys=True, default=str)
+    path = os.path.join(_run_dir(), 'guardrail-%s' % hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:32])
+    with locked(path + '.lock'):
+        try:
+            with open(path + '.json', encoding='utf-8') as verdict_file:
+                return json.load(verdict_file)
+        except (OSError, ValueError):
+            pass
+        verdict = _guardrail_verdict(impact)
+        write_private_json(path + '.json', verdict)
+    return verdict
+
+
+def _guardrail_verdict(impact):
+    try:
+        preview = run_preview(impact['options'])
+    except ValueError as exc:
+        # The preview names its options as recipient_tls_info does; the user set the role's variables.
+        text = _IMPACT_OPTION_NAMES.sub(lambda match: PREFIX + _IMPACT_VARIABLES[match.group(0)], str(exc))
+        return dict(ok=False, msg='invalid guardrail variables, nothing was written: %s' % text)
+    summary, entries = preview['summary'], preview['domains']
+    kept = dict(summary=summary, policy=preview['policy'], domains=[
+        {key: entry[key] for key in ('domain', 'verdict', 'reason', 'blocked_by')} for entry in entries])
+    shown = '; '.join('%s: %s (%s)' % (entry['domain'], entry['verdict'], entry['reason'])
+                      for entry in entries if entry['verdict'] != 'delivered')
+    # Shown once per run and policy, by the worker that ran it (Ansible relays a worker's display to the run's output).
+    display.display('Impact preview: %d of %d recipient domains would be blocked (at most %d allowed), %d unknown '
+                    '(unreachable from this host)%s' % (summary['blocked'], summary['domains'], impact['max_blocked'],
+                                                        summary['unknown'], '; ' + shown if shown else ''))
+    if summary['blocked'] <= impact['max_blocked']:
+        return dict(ok=True, msg='', impact=kept)
+    blocked = '; '.join('%s (blocked by %s: %s)' % (entry['domain'], ', '.join(entry['blocked_by']), entry['reason'])
+                        for entry in entries if entry['verdict'] == 'blocked')
+    return dict(ok=False, impact=kept, msg='Nothing was written: the policy would block %d of %d recipient domains '
+                '(%smax_blocked is %d): %s' % (summary['blocked'], summary['domains'], PREFIX, impact['max_blocked'], blocked))
+
+
+_IMPACT_VARIABLES = {option: name for name, option in IMPACT_OPTIONS.items()}
+_IMPACT_OPTION_NAMES = re.compile(r'\b(%s)\b' % '|'.join(_IMPACT_VARIABLES))
+
+
 def record_batch(play, hosts, failed, play_hosts):
-    """Remember this batch's hosts and failures for the run; return every failure so far and whether the batch is the last."""
+    """Remember this batch's hosts and failures for the run: (every failure so far, whether the batch is the last, how many
+    hosts the run's batches have had)."""
     path = os.path.join(_run_dir(), 'batch-%s' % hashlib.sha256(str(play._uuid).encode()).hexdigest()[:16])  # pylint: disable=protected-access
     with locked(path + '.lock'):
         try:
@@ -486,7 +650,27 @@ def record_batch(play, hosts, failed, play_hosts):
         write_private_json(path + '.json', state)
     # ansible_play_hosts holds every host of the play still in the game, later serial batches included.
     last = set(play_hosts) <= set(state['processed'])
-    return state['failed'], last
+    return state['failed'], last, len(state['processed'])
+
+
+def journal_summary():
+    """The snapshot journals this run has written (the Recorders' state files in the run directory), for the run's end."""
+    journals = []
+    run_dir = _run_dir()
+    for name in sorted(os.listdir(run_dir)):
+        if name.startswith('snapshot-') and name.endswith('.state'):
+            try:
+                with open(os.path.join(run_dir, name), encoding='utf-8') as handle:
+                    state = json.load(handle)
+                journals.append(dict(path=state['path'], subusers=state['hosts']))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    if not journals:
+        return dict(changed=False, journals=[], msg='This run wrote nothing, so it has no snapshot journal.')
+    return dict(changed=False, journals=journals, msg='; '.join(
+        'Snapshot journal of this run: %s (%d subuser%s); undo with ansible-playbook mailsec.sendgrid.restore -i INVENTORY '
+        '-e snapshot=%s' % (item['path'], item['subusers'], '' if item['subusers'] == 1 else 's', item['path'])
+        for item in journals))
 
 
 def _recorder(account):

@@ -21,7 +21,8 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout, wait
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import Deadline
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MX_LIMIT_STEPS, mx_unreachable
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MX_LIMIT_STEPS, MXProber, mx_unreachable
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import normalize_version
 
 try:
     import dns.exception
@@ -329,3 +330,62 @@ def summarize(entries):
         for setting in entry['blocked_by']:
             summary['blocked_by'][setting] += 1
     return summary
+
+
+# -- the preview as the module and the role's guardrail run it --------------------------------------------------------
+
+MAX_MX_HOSTS = (1, 10)
+CONCURRENCY = (1, 256)
+MAX_CONNECTIONS = 256
+# The module's option defaults, which the role's guardrail shares (an unset policy setting is SendGrid's default).
+OPTION_DEFAULTS = dict(domains=None, recipients=None, require_tls=False, require_valid_cert=False, version='1.1',
+                       nameservers=None, smtp_port=25, ca_path=None, timeout=10.0, concurrency=16, max_mx_hosts=5,
+                       allow_private=False)
+
+
+def option_problems(params):
+    """What is wrong with the options that need more than their type, each naming the option and what it allows."""
+    problems = []
+    if not 1 <= params['smtp_port'] <= 65535:
+        problems.append('smtp_port must be 1-65535, got %d' % params['smtp_port'])
+    if params['timeout'] <= 0:
+        problems.append('timeout must be a positive number of seconds, got %g' % params['timeout'])
+    for option, (low, high) in (('concurrency', CONCURRENCY), ('max_mx_hosts', MAX_MX_HOSTS)):
+        if not low <= params[option] <= high:
+            problems.append('%s must be %d-%d, got %d' % (option, low, high, params[option]))
+    if not problems and params['concurrency'] * params['max_mx_hosts'] > MAX_CONNECTIONS:
+        # Each tested MX host is a thread with an open connection: keep the controller's share bounded.
+        problems.append('concurrency x max_mx_hosts must be at most %d (connections open at once), got %d x %d'
+                        % (MAX_CONNECTIONS, params['concurrency'], params['max_mx_hosts']))
+    return problems
+
+
+def run_preview(params):
+    """The whole preview for recipient_tls_info's options (unset ones take OPTION_DEFAULTS): {policy, summary, domains}.
+
+    ValueError names every bad option, before any look-up. dnspython and cryptography must be importable (the callers
+    name the missing library their own way).
+    """
+    params = dict(OPTION_DEFAULTS, **{key: value for key, value in params.items() if value is not None})
+    domains, problems = wanted_domains(params['domains'], params['recipients'])
+    try:
+        version = normalize_version(params['version'])
+    except ValueError as exc:
+        problems.append(str(exc))
+        version = None
+    nameservers = []
+    for text in params['nameservers'] or []:
+        try:
+            nameservers.append(parse_nameserver(text))
+        except ValueError as exc:
+            problems.append(str(exc))
+    problems += option_problems(params)
+    if not domains and not problems:
+        problems.append('no domain to test: domains and recipients are empty')
+    if problems:
+        raise ValueError('; '.join(problems))
+    policy = dict(require_tls=params['require_tls'], require_valid_cert=params['require_valid_cert'], version=version)
+    prober = MXProber(port=params['smtp_port'], timeout=params['timeout'], ca_path=params['ca_path'])
+    entries = Preview(policy, make_resolver(nameservers, params['timeout']), prober, params['timeout'],
+                      params['concurrency'], params['max_mx_hosts'], params['allow_private']).run(domains)
+    return dict(policy=policy, summary=summarize(entries), domains=entries)

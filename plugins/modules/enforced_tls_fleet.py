@@ -15,20 +15,30 @@ description:
     works on the controller, with no module start-up per subuser.
   - For a host it reads the variables C(enforced_tls_policy_require_tls), C(enforced_tls_policy_require_valid_cert),
     C(enforced_tls_policy_version), C(enforced_tls_policy_api_key), C(enforced_tls_policy_region),
-    C(enforced_tls_policy_api_url) and C(enforced_tls_policy_on_behalf_of) as a task on that host sees them
-    (host and group variables override play-wide ones as usual), and validates them before any HTTP request.
-    An error names the variable and the host.
+    C(enforced_tls_policy_api_url), C(enforced_tls_policy_on_behalf_of), C(enforced_tls_policy_timeout),
+    C(enforced_tls_policy_max_retries) and the guardrail's C(enforced_tls_policy_impact_*) and
+    C(enforced_tls_policy_max_blocked) as a task on that host sees them (host and group variables override play-wide
+    ones as usual), and validates them before any HTTP request. An error names the variable and the host.
   - Unset variables mean "not managed". C(enforced_tls_policy_on_behalf_of) defaults to the host name, and an empty string
-    addresses the parent account. C(enforced_tls_policy_region) defaults to the host's C(sendgrid_region), else V(global).
-    C(enforced_tls_policy_api_key) and C(enforced_tls_policy_api_url) default to E(SENDGRID_API_KEY) and E(SENDGRID_API_URL).
+    addresses the parent account. C(enforced_tls_policy_api_key) defaults to E(SENDGRID_API_KEY).
+  - The endpoint is the first of these that is set, an API URL winning over a region at the same level - the role's
+    C(enforced_tls_policy_api_url) / C(enforced_tls_policy_region); the host's C(sendgrid_api_url) / C(sendgrid_region)
+    (set by the P(mailsec.sendgrid.subusers#inventory) inventory plugin); E(SENDGRID_API_URL) / E(SENDGRID_REGION);
+    else V(global).
   - By default it works on the host it runs for, in that host's own task run, so C(when:), includes, C(--limit),
     C(serial:), every strategy, the PLAY RECAP and AWX host events hold. One GET per subuser, a PATCH only where
     something differs, none in check mode.
   - Before its first subuser, each endpoint and key is checked once per C(ansible-playbook) run by reading the parent
-    account (O(mode=preflight) does it up front). When that fails (HTTP 401/403, an unreachable API), no request is made
-    for any subuser with that endpoint and key; they fail as "not attempted" with the preflight's reason.
+    account, by whichever host comes first (under a lock in the run's private directory; every other host reuses the
+    verdict, under every strategy and whichever hosts a C(when:) selects). When that fails (HTTP 401/403, an unreachable
+    API), no request is made for any subuser with that endpoint and key; each fails under its own name, the others as
+    "not attempted" with the preflight's reason.
+  - With C(enforced_tls_policy_impact_domains) (O(mode=enforce)), the impact guardrail runs before that, once per run and
+    policy in the same way - M(mailsec.sendgrid.recipient_tls_info)'s preview of those recipient domains under the host's
+    policy, printed once - and when more than C(enforced_tls_policy_max_blocked) would be blocked, every host with that
+    policy fails with the list of blocked domains, before any request to SendGrid (in check mode too).
   - With O(batch=true) and C(run_once), it converges every host of the play batch (or O(hosts)) in one task, O(concurrency)
-    accounts at a time, one HTTP client per API endpoint and key. It refuses, before any request, to run under a
+    accounts at a time, one HTTP client per API endpoint and key, and prints the batch's totals. It refuses, before any request, to run under a
     C(when:) condition (its own, a block's, an include's, an import's or a C(roles:) entry's), inside a looping include,
     or under a strategy other than C(linear).
   - Before each write (O(mode=enforce), not in check mode) it records the subuser's previous values of the fields it
@@ -72,8 +82,10 @@ options:
         read fails. Use it with C(run_once).
       - V(restore) returns the host to the settings O(snapshot) recorded for it.
       - V(check_snapshot) checks O(snapshot) before a restore, without any request. Use it with C(run_once).
+      - V(journal) reports the snapshot journals this C(ansible-playbook) run has written so far (RV(journals)), without
+        any request; the enforce and rollout playbooks print them at the end.
     type: str
-    choices: [enforce, audit, preflight, restore, check_snapshot]
+    choices: [enforce, audit, preflight, restore, check_snapshot, journal]
     default: enforce
   snapshot:
     description:
@@ -97,8 +109,9 @@ options:
     default: 8
   fail_on_error:
     description:
-      - Batch mode only. Fail the task when any account failed. When V(false), failures are only reported in
-        RV(failed_hosts) and RV(failed_hosts_all) (the role does that, then fails after the play's last batch).
+      - Batch mode only. Fail the task when an account failed - after the play's last C(serial:) batch, naming the failed
+        accounts of every batch (RV(failed_hosts_all)), since a failed C(run_once) task ends the play; with O(hosts),
+        at once. When V(false), failures are only reported in RV(failed_hosts) and RV(failed_hosts_all).
     type: bool
     default: true
   fail_on_drift:
@@ -119,14 +132,16 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Check the key and endpoint once
-  mailsec.sendgrid.enforced_tls_fleet:
-    mode: preflight
-  run_once: true
-
-- name: Converge each subuser host of the play
+- name: Converge each subuser host of the play (the key and endpoint are checked once, by the first host)
   mailsec.sendgrid.enforced_tls_fleet:
   register: converged
+
+- name: List the snapshot journals this run wrote
+  mailsec.sendgrid.enforced_tls_fleet:
+    mode: journal
+  delegate_to: localhost
+  run_once: true
+  register: journals
 
 - name: Report drift without changing anything, failing the subusers that drift
   mailsec.sendgrid.enforced_tls_fleet:
@@ -142,7 +157,6 @@ EXAMPLES = r"""
   mailsec.sendgrid.enforced_tls_fleet:
     batch: true
     concurrency: 16
-    fail_on_error: false
   run_once: true
   register: fleet
 """
@@ -216,6 +230,29 @@ snapshot:
       description: The API base URL written to.
       type: str
       sample: https://api.sendgrid.com
+impact:
+  description:
+    - The guardrail's preview of C(enforced_tls_policy_impact_domains) under this host's policy (O(mode=enforce)), shared by
+      every host with the same policy.
+  returned: per host, with C(enforced_tls_policy_impact_domains)
+  type: dict
+  contains:
+    summary:
+      description: Counts of the verdicts, as M(mailsec.sendgrid.recipient_tls_info) returns them.
+      type: dict
+    policy:
+      description: The policy judged (unmanaged settings as SendGrid's defaults).
+      type: dict
+    domains:
+      description: Each domain's C(domain), C(verdict), C(reason) and C(blocked_by).
+      type: list
+      elements: dict
+journals:
+  description: The snapshot journals this run has written (O(mode=journal)), each with C(path) and C(subusers).
+  returned: with O(mode=journal)
+  type: list
+  elements: dict
+  sample: [{"path": "/work/enforced_tls_snapshots/enforced-tls-20250131T090000Z-3f2a1c.jsonl", "subusers": 12}]
 restored_from:
   description: The snapshot file (O(mode=restore)).
   returned: per host, with O(mode=restore)

@@ -266,31 +266,8 @@ domains:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
-    DNSPYTHON_ERROR, HAS_DNSPYTHON, Preview, make_resolver, parse_nameserver, summarize, wanted_domains)
+    DNSPYTHON_ERROR, HAS_DNSPYTHON, OPTION_DEFAULTS, run_preview)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import CRYPTOGRAPHY_ERROR, HAS_CRYPTOGRAPHY
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MXProber
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import normalize_version
-
-MAX_MX_HOSTS = (1, 10)
-CONCURRENCY = (1, 256)
-MAX_CONNECTIONS = 256
-
-
-def option_problems(params):
-    """What is wrong with the options that need more than their type, each naming the option and what it allows."""
-    problems = []
-    if not 1 <= params['smtp_port'] <= 65535:
-        problems.append('smtp_port must be 1-65535, got %d' % params['smtp_port'])
-    if params['timeout'] <= 0:
-        problems.append('timeout must be a positive number of seconds, got %g' % params['timeout'])
-    for option, (low, high) in (('concurrency', CONCURRENCY), ('max_mx_hosts', MAX_MX_HOSTS)):
-        if not low <= params[option] <= high:
-            problems.append('%s must be %d-%d, got %d' % (option, low, high, params[option]))
-    if not problems and params['concurrency'] * params['max_mx_hosts'] > MAX_CONNECTIONS:
-        # Each tested MX host is a thread with an open connection: keep the controller's share bounded.
-        problems.append('concurrency x max_mx_hosts must be at most %d (connections open at once), got %d x %d'
-                        % (MAX_CONNECTIONS, params['concurrency'], params['max_mx_hosts']))
-    return problems
 
 
 def main():
@@ -298,50 +275,29 @@ def main():
         argument_spec=dict(
             domains=dict(type='list', elements='str'),
             recipients=dict(type='list', elements='str'),
-            require_tls=dict(type='bool', default=False),
-            require_valid_cert=dict(type='bool', default=False),
-            version=dict(type='raw', default='1.1'),
+            require_tls=dict(type='bool', default=OPTION_DEFAULTS['require_tls']),
+            require_valid_cert=dict(type='bool', default=OPTION_DEFAULTS['require_valid_cert']),
+            version=dict(type='raw', default=OPTION_DEFAULTS['version']),
             nameservers=dict(type='list', elements='str'),
-            smtp_port=dict(type='int', default=25),
+            smtp_port=dict(type='int', default=OPTION_DEFAULTS['smtp_port']),
             ca_path=dict(type='path'),
-            timeout=dict(type='float', default=10.0),
-            concurrency=dict(type='int', default=16),
-            max_mx_hosts=dict(type='int', default=5),
-            allow_private=dict(type='bool', default=False),
+            timeout=dict(type='float', default=OPTION_DEFAULTS['timeout']),
+            concurrency=dict(type='int', default=OPTION_DEFAULTS['concurrency']),
+            max_mx_hosts=dict(type='int', default=OPTION_DEFAULTS['max_mx_hosts']),
+            allow_private=dict(type='bool', default=OPTION_DEFAULTS['allow_private']),
         ),
         required_one_of=[('domains', 'recipients')],
         supports_check_mode=True,
     )
-    params = module.params
     if not HAS_DNSPYTHON:
         module.fail_json(msg=missing_required_lib('dnspython'), exception=DNSPYTHON_ERROR)
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib('cryptography'), exception=CRYPTOGRAPHY_ERROR)
-    domains, problems = wanted_domains(params['domains'], params['recipients'])
     try:
-        version = normalize_version(params['version'])
-    except ValueError as exc:
-        problems.append(str(exc))
-        version = None
-    nameservers = []
-    for text in params['nameservers'] or []:
-        try:
-            nameservers.append(parse_nameserver(text))
-        except ValueError as exc:
-            problems.append(str(exc))
-    problems += option_problems(params)
-    if not domains and not problems:
-        problems.append('no domain to test: domains and recipients are empty')
-    if problems:
-        module.fail_json(msg='; '.join(problems))
-    policy = dict(require_tls=params['require_tls'], require_valid_cert=params['require_valid_cert'], version=version)
-    try:
-        prober = MXProber(port=params['smtp_port'], timeout=params['timeout'], ca_path=params['ca_path'])
+        result = run_preview(module.params)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    entries = Preview(policy, make_resolver(nameservers, params['timeout']), prober, params['timeout'],
-                      params['concurrency'], params['max_mx_hosts'], params['allow_private']).run(domains)
-    module.exit_json(changed=False, policy=policy, summary=summarize(entries), domains=entries)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == '__main__':

@@ -188,7 +188,7 @@ def test_batch_mode_under_serial_reports_failures_after_the_last_batch(sim, run_
     run = run_playbook(playbook=play(roles=[ROLE], serial=5), inventory=inventory, env=KEY_ENV)
     assert run.rc == 2
     assert per_account(sim, 'PATCH') == names
-    assert '1 subuser(s) failed: ghost-user: SendGrid API error: HTTP 403' in run.stdout
+    assert '1 of 13 subusers failed: ghost-user: SendGrid API error: HTTP 403' in run.stdout
 
 
 # -- 4. strategy free: one GET per subuser ------------------------------------------------------------------------------
@@ -242,15 +242,20 @@ def test_empty_group_passes_only_when_allowed(sim, run_playbook, tmp_path):
 
 # -- 6. fail fast -------------------------------------------------------------------------------------------------------
 
-def test_bad_key_fails_once_before_any_subuser(sim, run_playbook, tmp_path):
+def test_bad_key_fails_every_subuser_after_one_request(sim, run_playbook, tmp_path):
+    # One request for the whole run, and every subuser host failed under its own name (the recap, the retry file and
+    # AWX's "relaunch on failed hosts" see all of them), one with the preflight's reason, the others "not attempted".
     names = sim.populate_subusers(43)
     inventory = static_inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True)
     run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inventory, env=dict(SENDGRID_API_KEY='bad-key-99'))
     assert run.rc == 2
     assert sim.count() == 1 and parent_reads(sim)
-    assert run.stdout.count('fatal:') == 1 and 'HTTP 401' in run.stdout and 'preflight of %s failed' % sim.url in run.stdout
     fatal = [line for line in run.stdout.splitlines() if line.startswith('fatal:')]
-    assert len(fatal[0]) < 1000, fatal
+    assert len(fatal) == 43 and 'HTTP 401' in run.stdout
+    assert sum('preflight of %s failed' % sim.url in line for line in fatal) == 43
+    assert sum('not attempted (no request was sent for this subuser)' in line for line in fatal) == 42
+    assert all(len(line) < 1500 for line in fatal), fatal
+    assert {name: fields[3] for name, fields in recap_lines(run).items()} == dict.fromkeys(names, 'failed=1')
     assert 'bad-key-99' not in run.output
 
 
@@ -264,7 +269,8 @@ def test_api_down_fails_after_a_handful_of_requests(sim, run_playbook, tmp_path)
     assert run.rc == 2
     # One preflight: the first try and max_retries (5) retries with backoff; no subuser is contacted.
     assert sim.count() == 6 and len(parent_reads(sim)) == 6
-    assert run.stdout.count('fatal:') == 1 and 'HTTP 503' in run.stdout and '(after 5 retries)' in run.stdout
+    assert run.stdout.count('fatal:') == 20 and 'HTTP 503' in run.stdout and '(after 5 retries)' in run.stdout
+    assert {fields[3] for fields in recap_lines(run).values()} == {'failed=1'}
     assert elapsed < 60
 
 
@@ -365,7 +371,7 @@ def test_batch_mode_plain(sim, run_playbook, tmp_path):
                        env=KEY_ENV)
     assert run.rc == 0, run.output
     assert per_account(sim, 'PATCH') == names and len(parent_reads(sim)) == 1
-    assert '"totals": "0 compliant, 10 changed, 0 would change, 0 failed"' in run.stdout
+    assert 'Enforced TLS batch of 10 subusers: 0 compliant, 10 changed, 0 would change, 0 failed' in run.stdout
 
 
 # -- 8. consistent inputs -----------------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def with_policy(**values):
 def test_policy_connection_and_defaults():
     account, unknown = resolve(with_policy())
     assert account == dict(host='marketing', on_behalf_of='marketing', desired=STRICT,
-                           connection=dict(api_key=KEY, region='global', api_url=None), concurrency=8,
-                           snapshot_dir=DEFAULT_DIR)
+                           connection=dict(api_key=KEY, region='global', api_url=None, timeout=30.0, max_retries=5),
+                           concurrency=8, snapshot_dir=DEFAULT_DIR, impact=None)
     assert unknown == []
 
 
@@ -62,7 +62,8 @@ def test_a_hosts_own_variables_override_the_defaults():
 def test_the_region_variable_beats_sendgrid_region_and_api_url_is_kept():
     account = resolve(with_policy(sendgrid_region='eu', enforced_tls_policy_region='global',
                                   enforced_tls_policy_api_url='http://127.0.0.1:8025'))[0]
-    assert account['connection'] == dict(api_key=KEY, region='global', api_url='http://127.0.0.1:8025')
+    assert account['connection'] == dict(api_key=KEY, region='global', api_url='http://127.0.0.1:8025', timeout=30.0,
+                                         max_retries=5)
 
 
 def test_templates_are_resolved_and_the_keys_newline_removed():
@@ -76,7 +77,49 @@ def test_templates_are_resolved_and_the_keys_newline_removed():
 def test_environment_fallbacks(monkeypatch):
     monkeypatch.setenv('SENDGRID_API_KEY', KEY)
     monkeypatch.setenv('SENDGRID_API_URL', 'http://127.0.0.1:8025')
-    assert resolve(dict(POLICY))[0]['connection'] == dict(api_key=KEY, region='global', api_url='http://127.0.0.1:8025')
+    assert resolve(dict(POLICY))[0]['connection'] == dict(api_key=KEY, region='global', api_url='http://127.0.0.1:8025',
+                                                          timeout=30.0, max_retries=5)
+
+
+ENDPOINT_LEVELS = [
+    # (role variables, host variables, environment) -> (region, api_url): the first level that sets either wins.
+    (dict(), dict(), dict(), ('global', None)),
+    (dict(), dict(), dict(SENDGRID_REGION='eu'), ('eu', None)),
+    (dict(), dict(), dict(SENDGRID_REGION='eu', SENDGRID_API_URL='http://127.0.0.1:1'), ('eu', 'http://127.0.0.1:1')),
+    (dict(), dict(sendgrid_region='global'), dict(SENDGRID_REGION='eu'), ('global', None)),
+    (dict(), dict(sendgrid_api_url='http://127.0.0.1:2'), dict(SENDGRID_REGION='eu'), ('global', 'http://127.0.0.1:2')),
+    (dict(), dict(sendgrid_api_url='http://127.0.0.1:2', sendgrid_region='eu'), dict(), ('eu', 'http://127.0.0.1:2')),
+    (dict(enforced_tls_policy_region='eu'), dict(sendgrid_api_url='http://127.0.0.1:2'), dict(), ('eu', None)),
+    (dict(enforced_tls_policy_api_url='http://127.0.0.1:3'), dict(sendgrid_region='eu'), dict(SENDGRID_API_URL='http://127.0.0.1:1'),
+     ('global', 'http://127.0.0.1:3')),
+    # Empty survey answers and AWX credential fields mean "not set".
+    (dict(enforced_tls_policy_region=''), dict(sendgrid_region=''), dict(SENDGRID_REGION='eu', SENDGRID_API_URL=''), ('eu', None)),
+]
+
+
+@pytest.mark.parametrize('role, host, environment, expected', ENDPOINT_LEVELS)
+def test_the_endpoint_is_resolved_in_one_order(monkeypatch, role, host, environment, expected):
+    for name in ('SENDGRID_REGION', 'SENDGRID_API_URL'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    connection = resolve(with_policy(**dict(role, **host)))[0]['connection']
+    assert (connection['region'], connection['api_url']) == expected
+
+
+def test_timeout_and_max_retries_from_role_variables_and_survey_strings():
+    connection = resolve(with_policy(enforced_tls_policy_timeout='3', enforced_tls_policy_max_retries='1'))[0]['connection']
+    assert (connection['timeout'], connection['max_retries']) == (3.0, 1)
+    assert resolve(with_policy(enforced_tls_policy_timeout=0.5, enforced_tls_policy_max_retries=0))[1] == []
+
+
+def test_the_guardrail_settings_take_the_hosts_policy():
+    account = resolve(with_policy(enforced_tls_policy_impact_domains=['example.com'], enforced_tls_policy_max_blocked='2',
+                                  enforced_tls_policy_impact_smtp_port='2525', enforced_tls_policy_impact_allow_private='yes',
+                                  enforced_tls_policy_require_valid_cert=False))[0]
+    assert account['impact'] == dict(max_blocked=2, options=dict(domains=['example.com'], smtp_port=2525, allow_private=True,
+                                                                 require_tls=True, require_valid_cert=False, version='1.2'))
+    assert resolve(with_policy(enforced_tls_policy_impact_domains=[]))[0]['impact'] is None
 
 
 @pytest.mark.parametrize('answer, expected', [('true', True), ('False', False), ('yes', True), ('0', False)])
@@ -112,6 +155,16 @@ def test_unknown_variables_are_named():
     (with_policy(enforced_tls_policy_on_behalf_of=' ops'), 'enforced_tls_policy_on_behalf_of must not contain leading/trailing spaces'),
     (with_policy(enforced_tls_policy_concurrency=0), 'enforced_tls_policy_concurrency must be an integer from 1 to 64'),
     (with_policy(enforced_tls_policy_snapshot_dir=' '), 'enforced_tls_policy_snapshot_dir must be a directory path'),
+    (with_policy(enforced_tls_policy_timeout='soon'), "enforced_tls_policy_timeout must be a number, got 'soon'"),
+    (with_policy(enforced_tls_policy_timeout=0), 'enforced_tls_policy_timeout must be a number of seconds greater than 0'),
+    (with_policy(enforced_tls_policy_timeout=True), 'enforced_tls_policy_timeout must be a number, got True'),
+    (with_policy(enforced_tls_policy_max_retries=1.5), 'enforced_tls_policy_max_retries must be a whole number, got 1.5'),
+    (with_policy(enforced_tls_policy_max_retries=101), 'enforced_tls_policy_max_retries must be an integer from 0 to 100'),
+    (with_policy(enforced_tls_policy_impact_domains='example.com'), 'enforced_tls_policy_impact_domains must be a list'),
+    (with_policy(enforced_tls_policy_impact_domains=['a.test'], enforced_tls_policy_max_blocked=-1),
+     'enforced_tls_policy_max_blocked must be a whole number of 0 or more, got -1'),
+    (with_policy(enforced_tls_policy_impact_domains=['a.test'], enforced_tls_policy_impact_allow_private='maybe'),
+     'enforced_tls_policy_impact_allow_private must be a boolean'),
 ])
 def test_bad_variables_are_named(variables, message):
     with pytest.raises(ValueError) as error:

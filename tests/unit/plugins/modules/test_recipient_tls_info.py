@@ -13,7 +13,7 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_previe
     DOMAIN_LIMIT_STEPS, Preview, domain_verdict, mx_verdict, non_public, parse_nameserver, summarize, wanted_domains,
     worst_case_seconds)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import name_matches
-from ansible_collections.mailsec.sendgrid.plugins.modules.recipient_tls_info import option_problems
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import option_problems
 
 STRICT = dict(require_tls=True, require_valid_cert=True, version='1.2')
 GOOD_CERT = dict(trusted=True, untrusted_reason=None, name_matches=True, expired=False, subject_alt_names=['mx.a.test'],
