@@ -38,16 +38,17 @@ def carriers():
         # dnslib reads IPv6 addresses in hexadecimal only.
         records['mx.' + domain] = [('AAAA', ipaddress.ip_address(address).exploded)]
     dns = DNSServer(records).start()
-    listener = SilentListener(LOOPBACK, free_port_on([LOOPBACK])).start()
-    yield dns, listener
+    port = free_port_on([LOOPBACK])
+    listener = SilentListener(LOOPBACK, port).start()
+    yield dns, listener, port
     listener.stop()
     dns.stop()
 
 
 def preview(run_playbook, carriers, domains, allow_private):
-    dns, listener = carriers
+    dns, _listener, port = carriers
     task = {'mailsec.sendgrid.recipient_tls_info': dict(
-        domains=domains, nameservers=[dns.nameserver], smtp_port=listener._listener.getsockname()[1],
+        domains=domains, nameservers=[dns.nameserver], smtp_port=port,
         timeout=TIMEOUT, allow_private=allow_private, require_tls=True), 'register': 'impact'}
     run = run_playbook(tasks=[dict(name='Preview', **task)], save=['impact'], check=True)
     assert run.rc == 0, run.output
