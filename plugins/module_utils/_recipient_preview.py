@@ -100,8 +100,8 @@ _UNREACHABLE_FORMS = {'NAT64 local-use': 'NAT64 local-use (64:ff9b:1::/48)',
 
 def embedded_ipv4(address):
     """(form, IPv4 addresses) an IPv6 address carries: ('IPv4-mapped', (a,)), ('6to4', (a,)), ('Teredo', (server,
-    client)), ('NAT64', (a,)), ('IPv4-compatible', (a,)), ('NAT64 local-use', ()) - where the IPv4 address sits in
-    64:ff9b:1::/48 depends on the operator's prefix length -; (None, ()) for any other address, IPv4 ones included.
+    client)), ('NAT64', (a,)), ('IPv4-compatible', (a,)), or ('NAT64 local-use', ()) since where the IPv4 address
+    sits in 64:ff9b:1::/48 depends on the operator's prefix length; (None, ()) for any other address, IPv4 included.
     A connection to such an address ends at (or is relayed through) the IPv4 address it carries."""
     address = ipaddress.ip_address(address)
     if address.version != 6:
