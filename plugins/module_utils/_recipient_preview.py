@@ -88,16 +88,68 @@ def wanted_domains(domains, recipients):
     return result, problems
 
 
-def non_public(text):
-    """Why SendGrid's servers, on the Internet, cannot reach an address ('loopback', 'private', ...); None when it
-    is public. An IPv4-mapped IPv6 address counts as the IPv4 address it carries."""
-    address = ipaddress.ip_address(text)
-    address = getattr(address, 'ipv4_mapped', None) or address
+# Prefixes that carry an IPv4 address and that ipaddress does not unwrap itself (it knows IPv4-mapped, 6to4, Teredo).
+_NAT64 = ipaddress.ip_network('64:ff9b::/96')  # RFC 6052: the IPv4 address in the last 32 bits
+# RFC 8215: an operator may place the IPv4 address anywhere from bit 48 to bit 96 of this prefix, so where it sits
+# cannot be told from the address; and the prefix is for one network's own translator, which SendGrid cannot use.
+_NAT64_LOCAL_USE = ipaddress.ip_network('64:ff9b:1::/48')
+_IPV4_COMPATIBLE = ipaddress.ip_network('::/96')  # RFC 4291 2.5.5.1, deprecated: no network routes it
+# Forms whose IPv6 address no one on the Internet can reach, whatever IPv4 address they carry.
+_UNREACHABLE_FORMS = {'NAT64 local-use': 'NAT64 local-use (64:ff9b:1::/48)',
+                      'IPv4-compatible': 'deprecated IPv4-compatible (::/96)'}
+
+
+def embedded_ipv4(address):
+    """(form, IPv4 addresses) an IPv6 address carries: ('IPv4-mapped', (a,)), ('6to4', (a,)), ('Teredo', (server,
+    client)), ('NAT64', (a,)), ('IPv4-compatible', (a,)), or ('NAT64 local-use', ()) since where the IPv4 address
+    sits in 64:ff9b:1::/48 depends on the operator's prefix length; (None, ()) for any other address, IPv4 included.
+    A connection to such an address ends at (or is relayed through) the IPv4 address it carries."""
+    address = ipaddress.ip_address(address)
+    if address.version != 6:
+        return None, ()
+    if address.ipv4_mapped:
+        return 'IPv4-mapped', (address.ipv4_mapped,)
+    if address.sixtofour:
+        return '6to4', (address.sixtofour,)
+    if address.teredo:
+        return 'Teredo', address.teredo
+    if address in _NAT64:
+        return 'NAT64', (ipaddress.IPv4Address(int(address) & 0xffffffff),)
+    if address in _NAT64_LOCAL_USE:
+        return 'NAT64 local-use', ()
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are the unspecified and loopback addresses
+        return 'IPv4-compatible', (ipaddress.IPv4Address(int(address)),)
+    return None, ()
+
+
+def _kind(address):
     for kind in ('unspecified', 'loopback', 'link_local', 'multicast', 'site_local', 'reserved', 'private'):
         if getattr(address, 'is_' + kind, False):
             return kind.replace('_', '-')
     if not address.is_global:  # 100.64.0.0/10 (carrier-grade NAT), and whatever else this Python knows is not global
         return 'non-global'
+    return None
+
+
+def non_public(text):
+    """Why SendGrid's servers, on the Internet, cannot reach an address ('loopback', 'private', ...); None when it
+    is public. An IPv6 address that carries IPv4 addresses (:func:`embedded_ipv4`) is public only when each of them
+    is: 2002:7f00:1::1 (6to4) leads to 127.0.0.1. An IPv4-mapped address counts as the IPv4 address it carries."""
+    address = ipaddress.ip_address(text)
+    form, carried = embedded_ipv4(address)
+    if form is None:
+        return _kind(address)
+    if form == 'IPv4-mapped':
+        # A dual-stack socket connects to the IPv4 address itself.
+        return _kind(carried[0])
+    if form in _UNREACHABLE_FORMS:
+        return _UNREACHABLE_FORMS[form]
+    # The prefixes of these forms (2002::/16, 2001::/32, 64:ff9b::/96) are routed on the Internet by definition,
+    # whatever this Python's ipaddress says of them (its answers differ between versions).
+    for ipv4 in carried:
+        kind = _kind(ipv4)
+        if kind:
+            return '%s address embedding %s, %s %s' % (form, ipv4, 'an' if kind[0] in 'aeiou' else 'a', kind)
     return None
 
 

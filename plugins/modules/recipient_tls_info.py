@@ -18,8 +18,8 @@ description:
   - Only the O(max_mx_hosts) most preferred MX hosts of a domain are tested (lowest preference first, then by name),
     as a sending MTA tries only a few. Each is tested at one address - its first public IPv4 address, else its first
     public IPv6 address.
-  - MX hosts whose addresses are all non-public (loopback, private, link-local and the like) are V(unknown) without
-    being contacted, since SendGrid cannot reach them from the Internet; see O(allow_private).
+  - MX hosts whose addresses are all non-public (loopback, private, link-local and the like, or IPv6 addresses embedding
+    such an IPv4 address) are V(unknown) without being contacted, since SendGrid cannot reach them from the Internet; see O(allow_private).
   - From that it predicts, for the policy given by O(require_tls), O(require_valid_cert) and O(version), whether
     SendGrid would deliver mail to the domain or block it (drop it with a block event "TLS required but not supported").
   - A domain is V(delivered) when at least one of its MX hosts satisfies the policy (SendGrid, like any sending MTA,
@@ -110,8 +110,11 @@ options:
   allow_private:
     description:
       - Whether to test MX hosts whose addresses are not public - unspecified, loopback, private (RFC 1918,
-        C(fc00::/7)), link-local, multicast, shared (C(100.64.0.0/10)), documentation and other reserved ranges, and
-        IPv4-mapped IPv6 forms of these.
+        C(fc00::/7)), link-local, multicast, shared (C(100.64.0.0/10)), documentation and other reserved ranges.
+      - An IPv6 address with an embedded IPv4 address counts as non-public when any IPv4 address it embeds is one of
+        these - IPv4-mapped (C(::ffff:0:0/96)), 6to4 (C(2002::/16), for example C(2002:7f00:1::1) for 127.0.0.1),
+        Teredo (C(2001::/32), its server and its client) and NAT64 (C(64:ff9b::/96)). NAT64 local-use
+        (C(64:ff9b:1::/48)) and the deprecated IPv4-compatible (C(::/96)) addresses are never public.
       - With V(false) (the default), such an MX host is not contacted; it is V(unknown) with error code
         V(private_address), since SendGrid's servers on the Internet cannot reach it. This also keeps a recipient
         domain's DNS from aiming this host's connections at its own internal network. An MX host with both public and

@@ -10,8 +10,8 @@ import dns.resolver
 import pytest
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
-    DOMAIN_LIMIT_STEPS, Preview, domain_verdict, mx_verdict, non_public, parse_nameserver, summarize, wanted_domains,
-    worst_case_seconds)
+    DOMAIN_LIMIT_STEPS, Preview, domain_verdict, embedded_ipv4, mx_verdict, non_public, parse_nameserver, summarize,
+    wanted_domains, worst_case_seconds)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import name_matches
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import option_problems
 
@@ -104,6 +104,58 @@ def test_shared_and_documentation_addresses_are_not_public(address):
 @pytest.mark.parametrize('address', ['8.8.8.8', '93.184.216.34', '2001:4860:4860::8888', '::ffff:8.8.8.8'])
 def test_public_addresses(address):
     assert non_public(address) is None
+
+
+# Teredo (RFC 4380): 2001:0:<server>:<flags>:<port>:<client>, the client's IPv4 address stored inverted.
+TEREDO_PRIVATE_CLIENT = '2001:0:4136:e378:8000:63bf:f5ff:fffe'  # server 65.54.227.120, client 10.0.0.1
+TEREDO_LOOPBACK_SERVER = '2001:0:7f00:1:8000:63bf:f7f7:f7f7'  # server 127.0.0.1, client 8.8.8.8
+TEREDO_PUBLIC = '2001:0:4136:e378:8000:63bf:f7f7:f7f7'  # server 65.54.227.120, client 8.8.8.8
+
+
+@pytest.mark.parametrize('address, form, carried', [
+    ('::ffff:10.0.0.1', 'IPv4-mapped', ['10.0.0.1']),
+    ('2002:7f00:1::1', '6to4', ['127.0.0.1']),
+    ('2002:801:101:ab::1', '6to4', ['8.1.1.1']),
+    (TEREDO_PRIVATE_CLIENT, 'Teredo', ['65.54.227.120', '10.0.0.1']),
+    ('64:ff9b::7f00:1', 'NAT64', ['127.0.0.1']),
+    ('64:ff9b::8.8.8.8', 'NAT64', ['8.8.8.8']),
+    ('64:ff9b:1:808:8:800::', 'NAT64 local-use', []),  # 8.8.8.8 in RFC 6052's layout for a /48
+    ('::8.8.8.8', 'IPv4-compatible', ['8.8.8.8']),
+    ('::', None, []), ('::1', None, []), ('2001:4860:4860::8888', None, []), ('64:ff9b:0:1::808:808', None, []),
+    ('8.8.8.8', None, [])])
+def test_the_ipv4_addresses_an_ipv6_address_carries(address, form, carried):
+    found_form, found = embedded_ipv4(address)
+    assert (found_form, [str(ipv4) for ipv4 in found]) == (form, carried)
+
+
+@pytest.mark.parametrize('address, kind', [
+    ('2002:7f00:1::1', '6to4 address embedding 127.0.0.1, a loopback'),
+    ('2002:c0a8:101::1', '6to4 address embedding 192.168.1.1, a private'),
+    ('2002:6440:1::1', '6to4 address embedding 100.64.0.1, a non-global'),
+    ('2002::1', '6to4 address embedding 0.0.0.0, an unspecified'),
+    (TEREDO_PRIVATE_CLIENT, 'Teredo address embedding 10.0.0.1, a private'),
+    (TEREDO_LOOPBACK_SERVER, 'Teredo address embedding 127.0.0.1, a loopback'),
+    ('64:ff9b::7f00:1', 'NAT64 address embedding 127.0.0.1, a loopback'),
+    ('64:ff9b::a00:1', 'NAT64 address embedding 10.0.0.1, a private'),
+    ('64:ff9b:1::808:808', 'NAT64 local-use (64:ff9b:1::/48)'),
+    ('64:ff9b:1:808:8:800::', 'NAT64 local-use (64:ff9b:1::/48)'),
+    ('::8.8.8.8', 'deprecated IPv4-compatible (::/96)'),
+    ('::127.0.0.1', 'deprecated IPv4-compatible (::/96)'),
+    ('::ffff:127.0.0.1', 'loopback'), ('::ffff:10.0.0.1', 'private')])
+def test_an_ipv6_address_is_judged_by_the_ipv4_addresses_it_carries(address, kind):
+    assert non_public(address) == kind
+
+
+@pytest.mark.parametrize('address', ['2002:801:101::1', TEREDO_PUBLIC, '64:ff9b::808:808', '::ffff:8.8.8.8'])
+def test_an_ipv6_address_carrying_only_public_ipv4_addresses_is_public(address):
+    assert non_public(address) is None
+
+
+def test_an_mx_whose_ipv6_address_leads_to_a_loopback_address_is_not_tested():
+    mx = host(aaaa=['2002:7f00:1::1', '64:ff9b::7f00:1'])
+    assert (mx['address'], mx['error_code']) == ('2002:7f00:1::1', 'private_address')
+    assert '2002:7f00:1::1 is a 6to4 address embedding 127.0.0.1, a loopback address' in mx['error']
+    assert host(a=['10.0.0.1'], aaaa=['2002:7f00:1::1', '2002:801:101::1'])['address'] == '2002:801:101::1'
 
 
 def looked_up(*outcomes):
