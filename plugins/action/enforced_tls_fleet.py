@@ -252,7 +252,8 @@ class ActionModule(ActionBase):
         verdict = guardrail_once(account['impact'])
         if verdict['ok']:
             return dict(failed=False, impact=verdict['impact'])
-        return dict(failed=True, changed=False, status='failed', msg=verdict['msg'], impact=verdict.get('impact'))
+        # The refusal names every blocked domain already; the preview was printed once.
+        return dict(failed=True, changed=False, status='failed', msg=verdict['msg'])
 
     def _preflighted(self, account, host):
         verdict = preflight_once(account['connection'], host)
