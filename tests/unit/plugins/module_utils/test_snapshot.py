@@ -14,12 +14,14 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils import snapshot
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
 
 ENDPOINT = 'https://api.sendgrid.com'
+# Recognisable if it leaked into a file or a message; the journal is sealed under a key derived from it.
+KEY = 'unit-key-5b1e-never-in-a-file'
 
 
 def recorder(tmp_path, directory='snaps'):
     run_dir = tmp_path / 'run'
     run_dir.mkdir(exist_ok=True)
-    return snapshot.Recorder(str(run_dir), str(tmp_path / directory))
+    return snapshot.Recorder(str(run_dir), str(tmp_path / directory), KEY)
 
 
 def the_file(tmp_path, directory='snaps'):
@@ -31,10 +33,10 @@ def the_file(tmp_path, directory='snaps'):
 def test_entry_is_pending_during_the_write_and_kept_after_it(tmp_path):
     rec = recorder(tmp_path)
     with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}) as summary:
-        during = snapshot.load(str(the_file(tmp_path)))
+        during = snapshot.load(str(the_file(tmp_path)), KEY)
         assert during['subusers']['sub1']['pending'] == ['require_tls']
     assert summary['new'] is True and summary['subusers'] == 1 and summary['recorded'] == ['require_tls']
-    document = snapshot.load(str(the_file(tmp_path)))
+    document = snapshot.load(str(the_file(tmp_path)), KEY)
     entry = document['subusers']['sub1']
     assert entry['previous'] == {'require_tls': False} and 'pending' not in entry
     assert entry['endpoint'] == ENDPOINT and entry['region'] == 'global' and entry['on_behalf_of'] == 'sub1'
@@ -48,7 +50,7 @@ def test_failed_write_leaves_no_entry(tmp_path):
     with pytest.raises(SendGridError):
         with rec.record('sub2', 'sub2', ENDPOINT, 'global', {'require_tls': False}):
             raise SendGridError('HTTP 500 on PATCH')
-    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1']
+    assert sorted(snapshot.load(str(the_file(tmp_path)), KEY)['subusers']) == ['sub1']
 
 
 def test_a_second_write_keeps_the_first_previous_value(tmp_path):
@@ -59,12 +61,12 @@ def test_a_second_write_keeps_the_first_previous_value(tmp_path):
     with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'version': '1.2', 'require_tls': False}) as summary:
         pass
     assert summary['new'] is False and summary['recorded'] == ['require_tls']
-    assert snapshot.load(str(the_file(tmp_path)))['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
+    assert snapshot.load(str(the_file(tmp_path)), KEY)['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
     # A failing third write takes out only what it added.
     with pytest.raises(SendGridError):
         with rec.record('sub1', 'sub1', ENDPOINT, 'global', {'require_valid_cert': False, 'version': '1.3'}):
             raise SendGridError('boom')
-    assert snapshot.load(str(the_file(tmp_path)))['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
+    assert snapshot.load(str(the_file(tmp_path)), KEY)['subusers']['sub1']['previous'] == {'version': '1.1', 'require_tls': False}
 
 
 def test_modes_and_one_file_per_run(tmp_path):
@@ -77,7 +79,7 @@ def test_modes_and_one_file_per_run(tmp_path):
     # Another run (another run directory) starts another file.
     other_run = tmp_path / 'run2'
     other_run.mkdir()
-    with snapshot.Recorder(str(other_run), str(tmp_path / 'snaps')).record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
+    with snapshot.Recorder(str(other_run), str(tmp_path / 'snaps'), KEY).record('sub2', 'sub2', ENDPOINT, 'global', {'version': '1.1'}):
         pass
     assert len(list((tmp_path / 'snaps').glob('*.jsonl'))) == 2
 
@@ -100,7 +102,7 @@ def test_unwritable_directory_is_a_clear_error_before_the_write(tmp_path):
 
 
 def _record_many(run_dir, directory, names):
-    rec = snapshot.Recorder(run_dir, directory)
+    rec = snapshot.Recorder(run_dir, directory, KEY)
     for name in names:
         with rec.record(name, name, ENDPOINT, 'global', {'require_tls': False}):
             pass
@@ -118,14 +120,15 @@ def test_worker_processes_share_one_file(tmp_path):
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    assert len(snapshot.load(str(the_file(tmp_path)))['subusers']) == 90
+    assert len(snapshot.load(str(the_file(tmp_path)), KEY)['subusers']) == 90
 
 
 def _journal(*events, **header):
     """A journal's text: the header (with ``header`` over its fields), then ``events``, each sealed on the one before."""
     text, seal = '', ''
-    for body in [dict(dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z'), **header)] + list(events):
-        line, seal = snapshot.seal_line(body, seal)
+    for body in [dict(dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z',
+                            key_id=snapshot.SealKey(KEY).id), **header)] + list(events):
+        line, seal = snapshot.seal_line(body, KEY, seal)
         text += line
     return text
 
@@ -150,7 +153,7 @@ def test_a_journal_folds_into_one_entry_per_subuser(tmp_path):
     path = tmp_path / 'snap.jsonl'
     path.write_text(_journal(_record(), DONE, _record(previous={'version': '1.1'}, recorded='2025-01-01T00:00:05Z'),
                              _record(host='sub2', on_behalf_of='sub2'), dict(DONE, host='sub2', event='undo')))
-    document = snapshot.load(str(path))
+    document = snapshot.load(str(path), KEY)
     assert document['created'] == '2025-01-01T00:00:00Z'
     # The second record adds its field, pending until a "done"; the undone write of sub2 leaves nothing.
     assert document['subusers'] == {'sub1': dict(ENTRY, previous={'require_tls': False, 'version': '1.1'}, pending=['version'],
@@ -162,9 +165,9 @@ def test_a_journal_folds_into_one_entry_per_subuser(tmp_path):
     ('', 'is not valid JSON'),
     ('[1, 2]', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
     ('{"audit": "report"}', 'is not a mailsec.sendgrid Enforced TLS snapshot'),
-    (_journal(_record(), version=2), 'its format version is 2'),
+    (_journal(_record(), version=3), 'its format version is 3'),
     (_journal(_record(), DONE).replace('"require_tls":false', '"require_tls":true'), 'its checksum does not match its content on line 2'),
-    (_journal(_record(), DONE).replace('"seal":"sha256:', '"seal":"sha256:0', 1), 'its checksum does not match its content on line 1'),
+    (_journal(_record(), DONE).replace('"seal":"hmac-sha256:', '"seal":"hmac-sha256:0', 1), 'its checksum does not match its content on line 1'),
     # Lines in another order, or one left out, break the chain just the same.
     (''.join(_swapped(_journal(_record(), DONE, _record(host='sub2')).splitlines(True), 2, 3)), 'its checksum does not match its content on line 2'),
     (''.join(_journal(_record(), DONE, _record(host='sub2')).splitlines(True)[:1] + _journal(_record(), DONE).splitlines(True)[2:]),
@@ -185,13 +188,13 @@ def test_refused_files_name_the_problem(tmp_path, content, message):
     path = tmp_path / 'snap.jsonl'
     path.write_text(content)
     with pytest.raises(snapshot.SnapshotError) as refused:
-        snapshot.load(str(path))
+        snapshot.load(str(path), KEY)
     assert message in str(refused.value) and str(path) in str(refused.value)
 
 
 def test_missing_file(tmp_path):
     with pytest.raises(snapshot.SnapshotError, match='cannot be read: No such file or directory'):
-        snapshot.load(str(tmp_path / 'nope.json'))
+        snapshot.load(str(tmp_path / 'nope.json'), KEY)
 
 
 def test_threads_of_one_process_commit_together_and_each_write_is_on_disk_first(tmp_path, monkeypatch):
@@ -214,7 +217,7 @@ def test_threads_of_one_process_commit_together_and_each_write_is_on_disk_first(
     def one(host):
         start.wait()
         with record.record(host, host, ENDPOINT, 'global', {'require_tls': False}) as summary:
-            seen[host] = snapshot.load(summary['path'])['subusers'][host]['pending']
+            seen[host] = snapshot.load(summary['path'], KEY)['subusers'][host]['pending']
 
     threads = [threading.Thread(target=one, args=('sub%d' % n,)) for n in range(8)]
     for thread in threads:
@@ -222,7 +225,7 @@ def test_threads_of_one_process_commit_together_and_each_write_is_on_disk_first(
     for thread in threads:
         thread.join(30)
     assert seen == {'sub%d' % n: ['require_tls'] for n in range(8)}
-    document = snapshot.load(str(the_file(tmp_path)))
+    document = snapshot.load(str(the_file(tmp_path)), KEY)
     assert sorted(document['subusers']) == sorted(seen) and not any('pending' in e for e in document['subusers'].values())
     assert len(cycles) < 16  # a cycle per record and per settle without group commit
 
@@ -257,7 +260,7 @@ def test_a_failed_cycle_fails_its_write_and_leaves_the_file_as_it_was(tmp_path, 
     # The document this process held was dropped with the failed cycle: the next write starts from the file.
     with record.record('sub3', 'sub3', ENDPOINT, 'global', {'version': '1.1'}):
         pass
-    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1', 'sub3']
+    assert sorted(snapshot.load(str(the_file(tmp_path)), KEY)['subusers']) == ['sub1', 'sub3']
 
 
 def test_one_cycle_can_append_before_it_reads(tmp_path):
@@ -275,4 +278,4 @@ def test_one_cycle_can_append_before_it_reads(tmp_path):
     assert [job.get('error') for job in jobs] == [None] * 3
     assert jobs[1]['value']['previous'] == {'require_tls': False} and 'pending' not in jobs[1]['value']
     assert jobs[2]['value']['previous'] == {'version': '1.1'} and jobs[2]['value']['pending'] == ['version']
-    assert sorted(snapshot.load(str(the_file(tmp_path)))['subusers']) == ['sub1', 'sub2']
+    assert sorted(snapshot.load(str(the_file(tmp_path)), KEY)['subusers']) == ['sub1', 'sub2']
