@@ -103,7 +103,8 @@ class SealKey:
 
     def chain(self, previous_seal, canonical):
         mac = self._mac.copy()  # the keyed state is computed once; a copy per line costs a few microseconds
-        mac.update((previous_seal + canonical).encode('ascii'))
+        # Lines are written in ASCII; a line read back with anything else simply does not verify.
+        mac.update((previous_seal + canonical).encode('utf-8', 'surrogatepass'))
         return _SEAL_PREFIX + mac.hexdigest()
 
 
@@ -160,6 +161,7 @@ def check_private(path, status, what, remedy):
 
 def _read_private(path, remedy):
     """The bytes of the snapshot at ``path``, once it and its folder are known to be private (SnapshotError if not)."""
+    path = os.path.abspath(path)
     try:
         folders = {os.path.dirname(path), os.path.dirname(os.path.realpath(path))}
         for folder in sorted(folders):
@@ -206,7 +208,8 @@ def _unseal_line(line, previous_seal, key):
         return None, None
     # The seal covers the text as written, so a reader never re-encodes it: any change to the line breaks it.
     seal = line[position + len(_SEAL):-2]
-    if not hmac.compare_digest(key.chain(previous_seal, line[:position] + '}'), seal):
+    if not hmac.compare_digest(key.chain(previous_seal, line[:position] + '}').encode('ascii'),
+                               seal.encode('utf-8', 'surrogatepass')):
         return None, None
     try:
         body = json.loads(line)

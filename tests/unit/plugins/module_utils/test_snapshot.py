@@ -173,6 +173,8 @@ def test_a_journal_folds_into_one_entry_per_subuser(tmp_path):
     (''.join(_journal(_record(), DONE, _record(host='sub2')).splitlines(True)[:1] + _journal(_record(), DONE).splitlines(True)[2:]),
      'its checksum does not match its content on line 2'),
     (_journal(_record(), DONE)[:-5], 'its last line is cut short (the file is truncated)'),
+    # Not ASCII, as no line this collection writes: refused like any other edit, not an exception.
+    (_journal(_record(), DONE).replace('"sub1"', '"sub\u00e9\u202e"', 1), 'its checksum does not match its content on line 2'),
     (_journal(_record(previous={'version': '1.4'})), 'version must be one of'),
     (_journal(_record(previous={})), '"previous" must hold one or more of'),
     (_journal(_record(previous={'colour': 'red'})), '"previous" must hold one or more of'),
