@@ -215,11 +215,11 @@ class ActionModule(ActionBase):
             return dict(changed=False, skipped=True, host=host, msg='%s is not in the snapshot %s: nothing to restore' % (host, path))
         if entry['on_behalf_of'] != account['on_behalf_of']:
             # A file never chooses the account: even one sealed under the key is refused rather than followed.
+            accounts = _account_name(entry['on_behalf_of']), _account_name(account['on_behalf_of'])
             return dict(failed=True, changed=False, host=host, msg=(
                 '%s: the snapshot %s records its settings for %s, but the host\'s variables address %s (%son_behalf_of, '
                 'default the host name; \'\' = the parent account). A restore writes only the account of the host it runs '
-                'for. Nothing was sent to SendGrid' % (host, path, _account_name(entry['on_behalf_of']),
-                                                      _account_name(account['on_behalf_of']), PREFIX)))
+                'for. Nothing was sent to SendGrid' % ((host, path) + accounts + (PREFIX,))))
         endpoint = resolve_base_url(account['connection']['region'], account['connection']['api_url'])
         if endpoint != entry['endpoint']:
             # The key goes where the host's variables say, never where a file says: a mismatch is refused, not followed.

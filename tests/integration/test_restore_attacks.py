@@ -12,7 +12,7 @@ import time
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import Recorder, SealKey, load, seal_line
 from tests.conftest import API_KEY
-from tests.integration.test_rollout import FAST, KEY_ENV, POLICY, effective, inventory, patched, recap, snapshots
+from tests.integration.test_rollout import KEY_ENV, POLICY, effective, inventory, patched, recap, snapshots
 from tests.simulator.sendgrid_sim import DEFAULT_SETTINGS, Simulator
 
 
@@ -40,9 +40,9 @@ def resealed(path, change):
     path.write_text(text)
 
 
-def restore(run_playbook, inv, path, *args, env=KEY_ENV):
+def restore(run_playbook, inv, path, *args, env=None):
     return run_playbook(playbook_name='mailsec.sendgrid.restore', inventory=inv, args=['-e', 'snapshot=%s' % path] + list(args),
-                        env=env)
+                        env=env or KEY_ENV)
 
 
 def flat(run):

@@ -126,8 +126,8 @@ def test_worker_processes_share_one_file(tmp_path):
 def _journal(*events, sealed_under=KEY, **header):
     """A journal's text: the header (with ``header`` over its fields), then ``events``, each sealed on the one before."""
     text, seal = '', ''
-    for body in [dict(dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z',
-                            key_id=snapshot.SealKey(KEY).id), **header)] + list(events):
+    first = dict(format=snapshot.FORMAT, version=snapshot.VERSION, created='2025-01-01T00:00:00Z', key_id=snapshot.SealKey(KEY).id)
+    for body in [dict(first, **header)] + list(events):
         line, seal = snapshot.seal_line(body, sealed_under, seal)
         text += line
     return text
@@ -344,8 +344,8 @@ def test_a_journal_resealed_without_the_key_is_refused(tmp_path, forged, message
 
 def test_a_journal_sealed_under_a_rotated_key_is_refused_saying_so(tmp_path):
     old_key, new_key = 'old-key-0a1b-rotated', 'new-key-9f8e-current'
-    with snapshot.Recorder(str(tmp_path), str(tmp_path / 'snaps'), old_key).record('sub1', 'sub1', ENDPOINT, 'global',
-                                                                                    {'require_tls': False}):
+    with snapshot.Recorder(str(tmp_path), str(tmp_path / 'snaps'), old_key).record(
+            'sub1', 'sub1', ENDPOINT, 'global', {'require_tls': False}):
         pass
     path = str(the_file(tmp_path))
     with pytest.raises(snapshot.SnapshotError) as refused:
@@ -439,9 +439,9 @@ def _die_after_append(run_dir, directory, host, cut=None):
             def __exit__(self, *exc):
                 return self.handle.__exit__(*exc)
 
-        def dying_open(path, mode='r', *args, **kwargs):
-            handle = real_open(path, mode, *args, **kwargs)
-            return Dying(handle) if mode == 'ab' else handle
+        def dying_open(path, *args, **kwargs):
+            handle = real_open(path, *args, **kwargs)
+            return Dying(handle) if args[:1] == ('ab',) else handle
 
         snapshot.open = dying_open  # module-level name lookup: the journal's append goes through it
     else:
