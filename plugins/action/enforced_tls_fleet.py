@@ -93,6 +93,7 @@ class ActionModule(ActionBase):
         fail_on_error=dict(type='bool', default=True),
         fail_on_drift=dict(type='bool', default=False),
         snapshot=dict(type='str'),
+        from_run=dict(type='bool', default=False),
     )
 
     def run(self, tmp=None, task_vars=None):
@@ -164,11 +165,24 @@ class ActionModule(ActionBase):
         # Relative to the directory ansible-playbook runs in, like the snapshot directory the role writes to.
         return os.path.abspath(os.path.expanduser(path.strip()))
 
+    def _restore_account(self, host, task_vars):
+        """The host's account for a restore: key, endpoint and the account written all from the host's own variables,
+        never from a file (ValueError names the variable)."""
+        # The policy variables are replaced: by the recorded values once the file is read (its key is needed to read
+        # it), until then by a placeholder that is never sent.
+        overlay = {PREFIX + field: _KEY_ONLY.get(field) for field in FIELDS}
+        account, unknown = resolve_account(host, dict(task_vars, **overlay), self._templar)
+        self._keys.add(account['connection']['api_key'])
+        return account, unknown
+
     def _check_snapshot_task(self, task_vars):
         """Run once before a restore: the file is sound and every subuser it names is a host of the play."""
         path = self._snapshot_path()
         try:
-            document = load_snapshot(path)
+            account = self._restore_account(task_vars['inventory_hostname'], task_vars)[0]
+            document = load_snapshot(path, account['connection']['api_key'])
+        except ValueError as exc:
+            raise AnsibleActionFail('invalid connection variables, nothing was sent to SendGrid: %s' % exc)
         except SnapshotError as exc:
             raise AnsibleActionFail(str(exc))
         names = sorted(document['subusers'])
@@ -192,31 +206,49 @@ class ActionModule(ActionBase):
                                   % (path, ', '.join(pending))]
         return result
 
+    def _restored_document(self, account):
+        """(path, document) to restore from: the file handed over (``snapshot``), or with ``from_run`` what this run
+        recorded, checked against the end and seal the run noted in its private directory (the rollout)."""
+        key = account['connection']['api_key']
+        if not boolean(self._task.args.get('from_run', False), strict=False):
+            path = self._snapshot_path()
+            return path, load_snapshot(path, key)
+        # The rollout's watch window is long: a file swapped meanwhile, even a sound journal of the same key, is refused.
+        path, document = recorder_for(_run_dir(), account['snapshot_dir'], key).recorded()
+        if self._task.args.get('snapshot') and self._snapshot_path() != path:
+            raise SnapshotError('snapshot %s is not the file this run recorded (%s): it is not restored from' % (
+                self._snapshot_path(), path))
+        return path, document
+
     def _restore_host(self, task_vars, check_mode):
         """Converge one host back to the settings the snapshot recorded for it (GET, then a PATCH only if they differ)."""
         host = task_vars['inventory_hostname']
-        path = self._snapshot_path()
         try:
-            entry = load_snapshot(path)['subusers'].get(host)
-        except SnapshotError as exc:
-            return dict(failed=True, changed=False, msg=str(exc))
-        if entry is None:
-            return dict(changed=False, skipped=True, host=host, msg='%s is not in the snapshot %s: nothing to restore' % (host, path))
-        # The recorded values replace the policy variables (checked by load_snapshot: booleans and "1.x" strings only);
-        # the account comes from the snapshot, the key and endpoint from the host's variables as for the role.
-        overlay = {PREFIX + field: entry['previous'].get(field) for field in FIELDS}
-        try:
-            account, unknown = resolve_account(host, dict(task_vars, **overlay), self._templar)
-            self._keys.add(account['connection']['api_key'])
+            account, unknown = self._restore_account(host, task_vars)
         except ValueError as exc:
             return dict(failed=True, changed=False, msg='invalid connection variables, nothing was sent to SendGrid: %s' % exc)
-        account.update(on_behalf_of=entry['on_behalf_of'], snapshot_dir=None)  # a restore is not recorded again
+        try:
+            path, document = self._restored_document(account)
+        except SnapshotError as exc:
+            return dict(failed=True, changed=False, host=host, msg=str(exc))
+        entry = document['subusers'].get(host)
+        if entry is None:
+            return dict(changed=False, skipped=True, host=host, msg='%s is not in the snapshot %s: nothing to restore' % (host, path))
+        if entry['on_behalf_of'] != account['on_behalf_of']:
+            # A file never chooses the account: even one sealed under the key is refused rather than followed.
+            accounts = _account_name(entry['on_behalf_of']), _account_name(account['on_behalf_of'])
+            return dict(failed=True, changed=False, host=host, msg=(
+                '%s: the snapshot %s records its settings for %s, but the host\'s variables address %s (%son_behalf_of, '
+                'default the host name; \'\' = the parent account). A restore writes only the account of the host it runs '
+                'for. Nothing was sent to SendGrid' % ((host, path) + accounts + (PREFIX,))))
         endpoint = resolve_base_url(account['connection']['region'], account['connection']['api_url'])
         if endpoint != entry['endpoint']:
             # The key goes where the host's variables say, never where a file says: a mismatch is refused, not followed.
             return dict(failed=True, changed=False, msg='%s was written on %s (snapshot %s), but its variables address %s; set '
                         '%sregion or %sapi_url to match. Nothing was sent to SendGrid' % (
                             host, entry['endpoint'], path, endpoint, PREFIX, PREFIX))
+        # What desired_state would make of it: load_snapshot refuses "previous" in any other form.
+        account.update(desired=dict(entry['previous']), snapshot_dir=None)  # a restore is not recorded again
         result = self._preflighted(account, host)
         if not result['failed']:
             result = self._converge_group(account['connection'], [account], check_mode, 1)[host]
@@ -674,12 +706,20 @@ def journal_summary():
         for item in journals))
 
 
+# Resolves a host's connection before its snapshot is read; never sent (the recorded values replace it).
+_KEY_ONLY = {'require_tls': False}
+
+
+def _account_name(on_behalf_of):
+    return 'the parent account' if on_behalf_of is None else 'account %r' % on_behalf_of
+
+
 def _recorder(account):
     """The snapshot hook of one account's write (None: not recorded), in the run's snapshot file of its directory."""
     if not account.get('snapshot_dir'):
         return None
     connection = account['connection']
-    recorder = recorder_for(_run_dir(), account['snapshot_dir'])
+    recorder = recorder_for(_run_dir(), account['snapshot_dir'], connection['api_key'])
     return functools.partial(recorder.record, account['host'], account['on_behalf_of'],
                              resolve_base_url(connection['region'], connection['api_url']), connection['region'])
 

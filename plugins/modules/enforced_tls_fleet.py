@@ -50,11 +50,13 @@ description:
     not written. The file's path and the number of subusers in it are
     published as custom stats (C(enforced_tls_snapshot), C(enforced_tls_snapshot_subusers)), as C(set_stats) does.
   - O(mode=restore) returns the host to what O(snapshot) recorded for it, the same way (one GET, a PATCH of the recorded
-    fields that differ, none in check mode); a host the snapshot does not name is skipped. The account comes from the
-    snapshot, the key and endpoint from the host's variables; a snapshot taken on another endpoint is refused.
+    fields that differ, none in check mode); a host the snapshot does not name is skipped. The key, the endpoint and the
+    account written come from the host's variables, never from the file; an entry recorded for another account (or the
+    parent) or on another endpoint is refused for that host before any request.
     O(mode=check_snapshot) (with C(run_once)) checks the file and that every subuser it names is a host of the play
-    (unless C(--limit) is given) before any request. A malformed, truncated, edited (a hash chain over its lines) or foreign
-    file is refused, naming the problem.
+    (unless C(--limit) is given) before any request. A malformed, truncated, edited, re-sealed or foreign file (each line
+    is sealed with an HMAC-SHA256 under a key derived from the API key), one sealed under another (for example a
+    rotated) key, and a file or folder that others may write or another user owns are refused, naming the problem.
 requirements:
   - requests (Python library) on the controller
 author:
@@ -91,6 +93,14 @@ options:
     description:
       - With O(mode=restore) and O(mode=check_snapshot), the snapshot file, relative to where C(ansible-playbook) runs.
     type: path
+  from_run:
+    description:
+      - With O(mode=restore), restore from the snapshot this C(ansible-playbook) run recorded in the host's
+        C(enforced_tls_policy_snapshot_dir) (the rollout playbook does), instead of O(snapshot). The file is checked
+        against the end and last seal the run noted in its private run directory, so a file swapped or changed since
+        (even a sound journal of the same key) is refused.
+    type: bool
+    default: false
   batch:
     description:
       - Work on every host of the play batch (or O(hosts)) in one task. Needs C(run_once). See the description for where
@@ -122,8 +132,8 @@ options:
 notes:
   - The preflight verdicts are kept in Ansible's per-run local temporary directory (E(ANSIBLE_LOCAL_TEMP)), never with
     the key, and removed when the run ends.
-  - The snapshot's hash chain detects a file edited, reordered or cut mid-line after it was written; it is not a signature against
-    someone who can write the file on purpose. Restore a subset with C(--limit), not by editing the file.
+  - The snapshot's seal is keyed; only a holder of the API key (who can write to SendGrid anyway) can write a journal that
+    verifies. Restore a subset with C(--limit), not by editing the file.
 seealso:
   - module: mailsec.sendgrid.enforced_tls
   - module: mailsec.sendgrid.tls_blocks_info

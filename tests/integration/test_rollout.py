@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import load as load_snapshot
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import load
 from tests.conftest import API_KEY
 from tests.contract.openapi_check import validate_logged_requests
 from tests.simulator.sendgrid_sim import BLOCKS_PATH, DEFAULT_SETTINGS, TLS_BLOCK_REASON, Simulator
@@ -44,6 +44,10 @@ def effective(settings):
 
 def snapshots(tmp_path):
     return sorted((tmp_path / 'enforced_tls_snapshots').glob('enforced-tls-*.jsonl'))
+
+
+def load_snapshot(path):
+    return load(path, API_KEY)
 
 
 def recap(run):
@@ -322,7 +326,7 @@ def test_an_entry_left_pending_by_a_crash_is_restored_with_a_warning(sim, run_pl
     text, seal = '', ''
     for event in kept:
         event.pop('seal')
-        line, seal = seal_line(event, seal)
+        line, seal = seal_line(event, API_KEY, seal)
         text += line
     path.write_text(text)
     run = run_playbook(playbook_name='mailsec.sendgrid.restore', inventory=inv, args=['-e', 'snapshot=%s' % path], env=KEY_ENV)
