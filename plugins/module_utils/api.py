@@ -372,7 +372,7 @@ class _DeadlineExpired(Exception):
 
 
 class _Deadline:
-    """When one request attempt must be over, and the connections it uses (the watchdog cuts them then)."""
+    """When one request attempt must be over, and the connections and sockets it uses (the watchdog cuts them then)."""
 
     __slots__ = ('at', 'seconds', 'connections', 'expired')
 
@@ -414,8 +414,10 @@ class _Watchdog:
         with self._condition:
             if deadline.expired:
                 raise _DeadlineExpired()
-            if connection not in deadline.connections:
-                deadline.connections.append(connection)
+            # The socket too: http.client hands it to the response and forgets it when the answer closes the connection.
+            for item in (connection, getattr(connection, 'sock', None)):
+                if item is not None and item not in deadline.connections:
+                    deadline.connections.append(item)
 
     def _run(self):
         with self._condition:
@@ -424,8 +426,8 @@ class _Watchdog:
                 for deadline in [deadline for deadline in self._deadlines if deadline.at <= now]:
                     self._deadlines.discard(deadline)
                     deadline.expired = True
-                    for connection in deadline.connections:
-                        _cut(getattr(connection, 'sock', None))
+                    for item in deadline.connections:
+                        _cut(item if isinstance(item, socket.socket) else getattr(item, 'sock', None))
                 self._condition.wait(min((d.at for d in self._deadlines), default=now + 3600) - now)
 
 
@@ -730,6 +732,9 @@ class SendGridClient:
                     # Of an error answer, its start is enough (its message is cut anyway): read that much, whatever its size.
                     answer, cut = _read_body(response, MAX_RESPONSE_BYTES, deadline) if status < 300 else _read_body(
                         response, MAX_ERROR_BODY_BYTES, deadline, refuse_declared=False)
+                if deadline.expired:
+                    # Cut by the watchdog: what was read may look complete (headers cut short end like headers).
+                    raise _DeadlineExpired()
             except (requests.exceptions.RequestException, _DeadlineExpired) as exc:
                 timed_out = deadline.expired or isinstance(exc, _DeadlineExpired)
                 if retries < self.max_retries and (timed_out or _is_retryable_exception(exc)):

@@ -78,7 +78,7 @@ def echo_body():
 def echo(server, conn, request):
     server_seen = request.headers.get('authorization', '') if request else ''
     body = echo_body() + ' header: ' + server_seen
-    conn.sendall(http_response(400, body, content_type='text/plain'))
+    conn.sendall(http_response(400, body, content_type='text/plain', reason='Bad Request'))
 
 
 TERMINAL_ATTACK = '\x1b[2J\x1b[H ok: [sub0001] => fine \u202etxt.exe'
@@ -89,7 +89,7 @@ def escaping_errors(server, conn, request):
     1,000 messages in all."""
     errors = [dict(message=TERMINAL_ATTACK, field='require_tls'), dict(message='m' * 5000)]
     errors += [dict(message='error %d' % number) for number in range(1000)]
-    conn.sendall(http_response(400, dict(errors=errors)))
+    conn.sendall(http_response(400, dict(errors=errors), reason='Bad Request'))
 
 
 def _offset(request):
