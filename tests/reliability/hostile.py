@@ -32,11 +32,12 @@ def endless_chunked(server, conn, request):
         data = b'1,' * (CHUNK // 2)
 
 
-def drip(head, body, interval=1.0):
-    """Send ``head`` at once, then ``body`` a byte every ``interval`` seconds (until the server stops)."""
+def drip(head, body, interval=1.0, give_up=75):
+    """Send ``head`` at once, then ``body`` a byte every ``interval`` seconds: until the server stops, or for
+    ``give_up`` bytes (a client without an overall deadline then fails on the cut answer, not after 1,000 s)."""
     def behaviour(server, conn, request):
         conn.sendall(head)
-        for index in range(len(body)):
+        for index in range(min(len(body), give_up)):
             if server.stopping.wait(interval):
                 return
             conn.sendall(body[index:index + 1])
