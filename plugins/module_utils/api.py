@@ -69,6 +69,9 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
 # Pages one paged read may take (200 pages of 500: 100,000 items) unless its caller raises it (the max_pages options).
 MAX_PAGES = 200
+# Bytes a paged read may take per page on average (so 50 MiB for 200 pages): a page of 500 subusers or blocks is
+# 50 to 100 KiB, and a server that sends pages near MAX_RESPONSE_BYTES cannot fill the memory with max_pages of them.
+MAX_PAGE_AVERAGE_BYTES = 256 * 1024
 # Characters of one message from a server (errors[].message, a non-JSON excerpt), of all of them together, and how
 # many messages are shown; counted after masking and escaping, so a cut never leaves part of a key.
 MAX_MESSAGE_CHARS = 300
@@ -690,6 +693,10 @@ class SendGridClient:
         Every error leaves through ``redact``: a server may echo the Authorization header in its error body,
         and an exception from the HTTP layer may quote a header value.
         """
+        return self._sized_request(method, path, on_behalf_of, params, body)[0]
+
+    def _sized_request(self, method, path, on_behalf_of=None, params=None, body=None):
+        """``request``, returning (decoded answer, size of the answer in bytes)."""
         try:
             check_on_behalf_of(on_behalf_of, 'on_behalf_of')
             return self._request(method, path, on_behalf_of, params, body)
@@ -760,7 +767,7 @@ class SendGridClient:
                 continue
             if cut and status < 300:
                 raise SendGridError(_describe_too_large(method, path, on_behalf_of))
-            return self._decode(response, answer, method, path, on_behalf_of, retries)
+            return self._decode(response, answer, method, path, on_behalf_of, retries), len(answer)
 
     def _backoff(self, attempt):
         # Exponential with full jitter, so that workers that failed together do not retry together.
@@ -802,9 +809,18 @@ class SendGridClient:
             raise SendGridConfigError('max_pages must be an integer of 1 or more, got %r' % (max_pages,))
         offset = 0
         previous = None
-        for number in range(1, max_pages + 1):
+        # All pages together are bounded too: each page may be up to MAX_RESPONSE_BYTES, but max_pages of them are
+        # not kept in memory; a page of 500 real items is well under MAX_PAGE_AVERAGE_BYTES.
+        budget = max_pages * MAX_PAGE_AVERAGE_BYTES
+        for _number in range(max_pages):
             page_params = dict(params or {}, limit=limit, offset=offset)
-            page = self.request('GET', path, on_behalf_of=on_behalf_of, params=page_params)
+            page, size = self._sized_request('GET', path, on_behalf_of=on_behalf_of, params=page_params)
+            budget -= size
+            if budget < 0:
+                raise SendGridError(
+                    'GET %s%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
+                    'account really holds that much, raise the max_pages option' % (
+                        path, _for(on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
             if not isinstance(page, list):
                 raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
             if len(page) >= limit and page == previous:

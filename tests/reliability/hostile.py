@@ -126,3 +126,11 @@ def echoing_items(server, conn, request):
     """A page whose item has no username but echoes the key, its base64, a terminal sequence, and is long."""
     item = dict(note='Bearer %s' % API_KEY, seen=API_KEY, b64=key_base64(), screen='\x1b[2J\u202e', pad='q' * 5000)
     conn.sendall(http_response(200, json.dumps([item])))
+
+
+def fat_pages(padding):
+    """GET /v3/subusers: full pages of new subusers, each item carrying ``padding`` bytes (pages close to the size cap)."""
+    def behaviour(server, conn, request):
+        offset, limit = _offset(request)
+        conn.sendall(http_response(200, [dict(subuser_item(offset + index), pad='p' * padding) for index in range(limit)]))
+    return behaviour

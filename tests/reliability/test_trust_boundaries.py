@@ -135,6 +135,16 @@ def test_the_page_cap_names_the_limit_and_how_to_raise_it():
                                'stopped. If the account really holds more, raise the max_pages option')
 
 
+def test_pages_together_are_bounded_in_bytes():
+    """Pages near the size cap: max_pages of them may not all be held; max_pages x 256 KiB in all (1 MiB for 4)."""
+    with RawServer(hostile.fat_pages(600), lifetime=20) as server:
+        with pytest.raises(SendGridError) as info:
+            list(client(server.url).paginate('/v3/subusers', limit=500, max_pages=4))
+    assert str(info.value) == ('GET /v3/subusers: the pages so far hold more than 1 MiB (max_pages x 256 KiB on average); '
+                               'stopped. If the account really holds that much, raise the max_pages option')
+    assert len(server.requests) == 3
+
+
 def test_a_large_error_page_is_read_in_part_and_still_names_the_status():
     page = '<html>' + 'x' * (8 * 1024 * 1024) + '</html>'
     with RawServer(respond(502, page, content_type='text/html'), lifetime=20) as server:

@@ -108,7 +108,8 @@ def main(argv=None):
             print('ansible-playbook  %-17s %5.1f s  peak RSS %4d MB  rc=%d  %s' % (name, elapsed, peak // 2 ** 20, rc, message[:160]))
             if elapsed >= 60 or peak >= 400 * 10 ** 6 or rc == 0:
                 problems.append(name)
-        for name, behaviour in (('endless_pages', hostile.endless_pages), ('same_page', hostile.same_page)):
+        for name, behaviour in (('endless_pages', hostile.endless_pages), ('same_page', hostile.same_page),
+                                ('fat_pages', hostile.fat_pages(8000))):
             if only and name not in only:
                 continue
             with RawServer(behaviour, lifetime=300, max_connections=100000) as server:
