@@ -74,6 +74,7 @@ options:
       - At most this many pages are requested (200 pages of O(page_size)=500 are 100,000 subusers). A server that
         still answers full pages then fails the source with an error naming this option; one that answers the same
         full page twice fails at once.
+      - The answers together may hold at most O(max_pages) x 256 KiB (a page of 500 subusers is under 100 KiB).
     type: int
     default: 200
     env:

@@ -54,6 +54,7 @@ options:
       - At most this many pages are requested (200 pages of 500 are 100,000 blocks). A server that still answers full
         pages then fails the task with an error naming this option; one that answers the same full page twice fails
         at once. Narrow the time window, or raise this, for an account with more blocks.
+      - The answers together may hold at most O(max_pages) x 256 KiB (a page of 500 blocks is under 100 KiB).
     type: int
     default: 200
 notes:
