@@ -247,7 +247,8 @@ def crafted_names(sim):
     for index, name in enumerate(names.values()):
         placeholder = 'crafted%d' % index
         sim.add_subuser(placeholder)
-        sim._subusers[placeholder]['username'] = name  # pylint: disable=protected-access  (tamper_subuser's own argument is username)
+        # Not tamper_subuser: its own first argument is called username.
+        sim._subusers[placeholder]['username'] = name  # pylint: disable=protected-access
     sim.add_subuser('plain.user-1')
     sim.add_subuser("{{lookup('pipe','id')}}")
     return names
