@@ -25,6 +25,17 @@ description:
   - The configuration file name must end in C(sendgrid.yml) or C(sendgrid.yaml).
   - Connection options are those of the collection's modules. O(api_key) and O(api_url) may be templates
     (for example a lookup).
+  - A non-default O(api_url) (set in the file or by E(SENDGRID_API_URL)) is given to every host as the host variable
+    C(sendgrid_api_url), which the role C(mailsec.sendgrid.enforced_tls_policy) uses, so the hosts are managed
+    through the endpoint they were listed from.
+  - Subuser names are untrusted. Only plain SendGrid usernames become hosts - printable ASCII without whitespace,
+    without C(/) or C(\), without C(..) and not starting with C(account-id) (the form of C(on-behalf-of) that
+    addresses an account by its id). Any other name is left out with a warning that shows it escaped (control
+    and bidi characters as C(\x1b), C(\u202e)).
+  - A name that another inventory source has already defined as a host is left out with a warning, never merged
+    into that host (it would get C(ansible_connection=local) and this plugin's group). Ansible parses the sources of
+    an inventory directory in alphabetical order, so a host defined by a source parsed after this one cannot be
+    detected. Keep the subusers source in an inventory of its own (its own directory, or its own C(-i) file).
 extends_documentation_fragment:
   - mailsec.sendgrid.api
   - ansible.builtin.constructed
@@ -58,6 +69,16 @@ options:
     description: Subusers asked for per request (SendGrid allows at most 500).
     type: int
     default: 500
+  max_pages:
+    description:
+      - At most this many pages are requested (200 pages of O(page_size)=500 are 100,000 subusers). A server that
+        still answers full pages then fails the source with an error naming this option; one that answers the same
+        full page twice fails at once.
+      - The answers together may hold at most O(max_pages) x 256 KiB (a page of 500 subusers is under 100 KiB).
+    type: int
+    default: 200
+    env:
+      - name: SENDGRID_INVENTORY_MAX_PAGES
 """
 
 EXAMPLES = r"""
@@ -86,6 +107,7 @@ from ansible.errors import AnsibleParserError
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError, redact
 
 try:
@@ -96,6 +118,29 @@ except ImportError:  # an ansible-core without the module never templates what a
 
 GROUP = 'sendgrid_subusers'
 _TEMPLATE_CHARACTERS = re.compile('[{}]')
+# A plain SendGrid username as a host name: printable ASCII, no whitespace, no path separators.
+_USERNAME = re.compile(r'[!-~]+')
+_SHOWN_ITEM_CHARS = 300
+
+
+def username_problem(name):
+    """Why ``name`` (a subuser's username from the API) cannot be a host name, or None when it is a plain username.
+
+    Anything else could address another account (``account-id 4242`` is how on-behalf-of names an account by id),
+    make per-host files land outside their folder (``../../x``), or fool people and terminals (control, bidi and
+    zero-width characters).
+    """
+    if not isinstance(name, str) or not name:
+        return 'not a non-empty string'
+    if not _USERNAME.fullmatch(name):
+        return 'not printable ASCII without whitespace'
+    if '/' in name or '\\' in name:
+        return 'contains a path separator (/ or \\)'
+    if '..' in name:
+        return 'contains ".."'
+    if name.lower().startswith('account-id'):
+        return 'starts with "account-id", the form that addresses an account by its id'
+    return None
 
 
 def make_unsafe(value):
@@ -138,16 +183,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         page_size = self.get_option('page_size')
         if not 1 <= page_size <= 500:
             raise AnsibleParserError('page_size must be an integer from 1 to 500, got %d' % page_size)
+        max_pages = self.get_option('max_pages')
+        if max_pages < 1:
+            raise AnsibleParserError('max_pages must be an integer of 1 or more, got %d' % max_pages)
         self._api_key = self._option('api_key')
         client = SendGridClient(
-            api_key=self._api_key, region=self._option('region'), api_url=self._option('api_url'),
+            api_key=self._api_key, region=self._option('region'), api_url=self._api_url,
             timeout=self.get_option('timeout'), validate_certs=self.get_option('validate_certs'),
             max_retries=self.get_option('max_retries'))
         params = dict(include_region='true')
         if self.get_option('username'):
             params['username'] = self.get_option('username')
         try:
-            subusers = list(client.paginate('/v3/subusers', params, limit=page_size))
+            subusers = list(client.paginate('/v3/subusers', params, limit=page_size, max_pages=max_pages))
         finally:
             client.close()
         if params.get('username'):
@@ -173,6 +221,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._api_key = None
         self._check_config(self._read_config_data(path))
+        # Read before the cache, because hosts get it even from a cached listing.
+        self._api_url = self._option('api_url')
         cache_key = self.get_cache_key(path)
         use_cache = self.get_option('cache') and cache
         subusers = None
@@ -188,14 +238,31 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._cache[cache_key] = subusers
         self._populate(subusers)
 
+    def _shown_item(self, item):
+        # An answer may echo the key (in any form): masked, then escaped, then cut, in that order.
+        return shorten(escape_text(redact(repr(item), (self._api_key,))), _SHOWN_ITEM_CHARS)
+
     def _populate(self, subusers):
         self.inventory.add_group(GROUP)
         strict = self.get_option('strict')
+        # Hosts that exist before this source adds any are another source's: never merged into.
+        others = set(self.inventory.hosts)
         for item in subusers:
             if not isinstance(item, dict) or not item.get('username'):
-                raise AnsibleParserError('mailsec.sendgrid.subusers: GET /v3/subusers answered an item without a username: %r'
-                                         % (item,))
+                raise AnsibleParserError('mailsec.sendgrid.subusers: GET /v3/subusers answered an item without a username: %s'
+                                         % self._shown_item(item))
             if item.get('disabled') and not self.get_option('include_disabled'):
+                continue
+            name = item['username']
+            problem = username_problem(name)
+            if problem:
+                self.display.warning('mailsec.sendgrid.subusers: subuser "%s" left out: its name is %s (only plain SendGrid '
+                                     'usernames become hosts)' % (shorten(escape_text(name), _SHOWN_ITEM_CHARS), problem))
+                continue
+            if name in others:
+                self.display.warning('mailsec.sendgrid.subusers: subuser "%s" left out: another inventory source already '
+                                     'defines a host of that name, which is not merged with a subuser (keep the subusers '
+                                     'source in an inventory of its own)' % name)
                 continue
             item = make_unsafe(item)
             host = self.inventory.add_host(item['username'], group=GROUP)
@@ -206,6 +273,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 sendgrid_disabled=bool(item.get('disabled')),
                 sendgrid_region=item.get('region') or 'global',
             )
+            if self._api_url:
+                hostvars['sendgrid_api_url'] = self._api_url
             for name, value in hostvars.items():
                 self.inventory.set_variable(host, name, value)
             self._set_composite_vars(self.get_option('compose'), hostvars, host, strict=strict)

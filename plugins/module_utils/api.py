@@ -22,6 +22,7 @@ import math
 import os
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -30,17 +31,21 @@ from urllib.parse import quote, urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
+
 try:
     import requests
     from requests.adapters import HTTPAdapter
     from requests.auth import AuthBase
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
     from urllib3.util.ssl_ import create_urllib3_context
     HAS_REQUESTS = True
     REQUESTS_IMPORT_ERROR = None
 except ImportError:  # pragma: no cover - exercised by the missing_required_lib test
     HAS_REQUESTS = False
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
-    HTTPAdapter = AuthBase = object
+    HTTPAdapter = AuthBase = HTTPConnection = HTTPSConnection = HTTPConnectionPool = HTTPSConnectionPool = object
 
 COLLECTION_VERSION = '0.1.0'
 USER_AGENT = 'mailsec.sendgrid/%s (Ansible collection)' % COLLECTION_VERSION
@@ -56,6 +61,23 @@ RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 # this bounds the total time one request can spend waiting.
 MAX_WAIT = 60.0
 BACKOFF_BASE = 0.5
+
+# Bounds of what a server (SendGrid, a proxy, or whatever answers at api_url) can make the client hold or show.
+# A settings answer is a few hundred bytes and a page of 500 subusers or blocks under 100 KiB: 4 MiB leaves room.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+# Of an error answer only the start is read: its message is shown cut anyway.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+# Pages one paged read may take (200 pages of 500: 100,000 items) unless its caller raises it (the max_pages options).
+MAX_PAGES = 200
+# Bytes a paged read may take per page on average (so 50 MiB for 200 pages): a page of 500 subusers or blocks is
+# 50 to 100 KiB, and a server that sends pages near MAX_RESPONSE_BYTES cannot fill the memory with max_pages of them.
+MAX_PAGE_AVERAGE_BYTES = 256 * 1024
+# Characters of one message from a server (errors[].message, a non-JSON excerpt), of all of them together, and how
+# many messages are shown; counted after masking and escaping, so a cut never leaves part of a key.
+MAX_MESSAGE_CHARS = 300
+MAX_MESSAGES_CHARS = 1000
+MAX_MESSAGES = 10
+_READ_CHUNK = 64 * 1024
 
 CONNECTION_ARGUMENT_SPEC = dict(
     api_key=dict(type='str', no_log=True, fallback=(env_fallback, ['SENDGRID_API_KEY'])),
@@ -95,7 +117,7 @@ class SendGridAPIError(SendGridError):
             where += ' (on behalf of %s)' % on_behalf_of
         text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', where)
         if messages:
-            text += ': ' + '; '.join(messages)
+            text += ': ' + shorten('; '.join(messages), MAX_MESSAGES_CHARS)
         if retries:
             text += ' (after %d retries)' % retries
         super().__init__(text)
@@ -254,6 +276,8 @@ def check_concurrency(value, name='concurrency'):
 
 
 def check_on_behalf_of(value, name):
+    """Refuse (SendGridConfigError naming ``name``) what cannot be an account: empty, padded, or holding a control,
+    format (bidi, zero-width) or other non-printable character, which would travel in the on-behalf-of header."""
     if value is None:
         return
     if not isinstance(value, str) or not value.strip():
@@ -262,6 +286,11 @@ def check_on_behalf_of(value, name):
             '(an empty string is not allowed)' % name)
     if value != value.strip() or any(c in value for c in '\r\n'):
         raise SendGridConfigError('%s must not contain leading/trailing spaces or line breaks, got %r' % (name, value))
+    if not value.isprintable():
+        bad = sorted({'U+%04X' % ord(c) for c in value if not c.isprintable()})
+        raise SendGridConfigError(
+            '%s contains %s: a subuser username or "account-id <id>" holds no control, format or other non-printable '
+            'character, got "%s"' % (name, ', '.join(bad), escape_text(value)))
 
 
 class Throttle:
@@ -341,7 +370,153 @@ def prime_trust():
             pass
 
 
-class _TLS12Adapter(HTTPAdapter):
+class _DeadlineExpired(Exception):
+    """Raised inside the HTTP layer when a request's deadline is over before it could use its connection."""
+
+
+class _Deadline:
+    """When one request attempt must be over, and the connections and sockets it uses (the watchdog cuts them then)."""
+
+    __slots__ = ('at', 'seconds', 'connections', 'expired')
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.connections = []
+        self.expired = False
+
+
+class _Watchdog:
+    """One daemon thread per process that shuts down the socket of every request attempt whose deadline is over.
+
+    requests' timeout applies to each socket operation: a server that sends a byte every second, in the headers or the
+    body, resets it forever. Shutting the socket down from outside wakes the blocked read at once, wherever it is
+    (connection set-up, TLS handshake, headers, body), so an attempt ends at its deadline.
+    """
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._deadlines = set()
+        self._thread = None
+
+    def start(self, seconds):
+        deadline = _Deadline(seconds)
+        with self._condition:
+            self._deadlines.add(deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name='sendgrid-deadlines', daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        return deadline
+
+    def stop(self, deadline):
+        with self._condition:
+            self._deadlines.discard(deadline)
+
+    def watch(self, deadline, connection):
+        with self._condition:
+            if deadline.expired:
+                raise _DeadlineExpired()
+            # The socket too: http.client hands it to the response and forgets it when the answer closes the connection.
+            for item in (connection, getattr(connection, 'sock', None)):
+                if item is not None and item not in deadline.connections:
+                    deadline.connections.append(item)
+
+    def _run(self):
+        with self._condition:
+            while True:
+                now = time.monotonic()
+                for deadline in [deadline for deadline in self._deadlines if deadline.at <= now]:
+                    self._deadlines.discard(deadline)
+                    deadline.expired = True
+                    for item in deadline.connections:
+                        _cut(item if isinstance(item, socket.socket) else getattr(item, 'sock', None))
+                self._condition.wait(min((d.at for d in self._deadlines), default=now + 3600) - now)
+
+
+def _cut(sock):
+    # socket.socket's own shutdown, also for an SSLSocket: its override would drop the TLS state under the reading
+    # thread's feet; the raw shutdown just makes that read see the end of the stream.
+    if isinstance(sock, socket.socket):
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed meanwhile: the request is over anyway
+
+
+_WATCHDOG = _Watchdog()
+_CURRENT = threading.local()  # .deadline: the deadline of the request attempt this thread is making
+
+
+def _new_watchdog_after_fork():
+    # A forked worker (Ansible forks for every host) inherits the object but not the thread, maybe a held lock.
+    global _WATCHDOG  # pylint: disable=global-statement
+    _WATCHDOG = _Watchdog()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_new_watchdog_after_fork)
+
+
+def _watch(connection):
+    deadline = getattr(_CURRENT, 'deadline', None)
+    if deadline is not None:
+        _WATCHDOG.watch(deadline, connection)
+
+
+class _WatchedConnection:
+    """Registers the connection with the current request attempt's deadline whenever that attempt uses it
+    (a new connection, or one reused from the pool)."""
+
+    def connect(self):
+        _watch(self)
+        return super().connect()
+
+    def request(self, *args, **kwargs):
+        _watch(self)
+        return super().request(*args, **kwargs)
+
+    def getresponse(self, *args, **kwargs):
+        _watch(self)
+        return super().getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+def _watch_pools(manager):
+    # Only urllib3's own pools are replaced (a SOCKS proxy manager has pools of its own: those keep the per-read bound).
+    classes = getattr(manager, 'pool_classes_by_scheme', None)
+    if isinstance(classes, dict) and classes.get('http') is HTTPConnectionPool and classes.get('https') is HTTPSConnectionPool:
+        manager.pool_classes_by_scheme = dict(classes, http=_WatchedHTTPPool, https=_WatchedHTTPSPool)
+    return manager
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """An adapter whose connections the watchdog can cut at a request attempt's deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        _watch_pools(self.poolmanager)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        return _watch_pools(super().proxy_manager_for(*args, **kwargs))
+
+
+class _TLS12Adapter(_DeadlineAdapter):
     """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+), CA bundles loaded once."""
 
     def __init__(self, validate_certs=True, **kwargs):
@@ -394,33 +569,57 @@ def _retry_after(response):
     return None
 
 
-def _error_messages(response):
-    """SendGrid's own words from an error body: errors[].message (with field), else a short body excerpt."""
+def _shown(text, secrets=(), limit=MAX_MESSAGE_CHARS):
+    """A server's words as people may see them: masked first, then control and format characters escaped, then cut
+    (cutting first could leave the start of a key that the masking no longer recognises)."""
+    return shorten(escape_text(redact(text if isinstance(text, str) else str(text), secrets)), limit)
+
+
+def _excerpt(text, limit=200, secrets=()):
+    """``text`` on one line, masked, escaped and cut to ``limit`` characters."""
+    return _shown(' '.join(redact(text, secrets).split()), secrets, limit)
+
+
+def _body_text(response, body):
     try:
-        body = response.json()
+        return body.decode(response.encoding or 'utf-8', 'replace')
+    except LookupError:  # a charset Python does not know
+        return body.decode('utf-8', 'replace')
+
+
+def _json(body):
+    """The decoded JSON body; ValueError when it is not JSON (nested too deeply for the parser counts as not JSON)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError('nested too deeply') from None
+
+
+def _error_messages(response, body, secrets=()):
+    """SendGrid's own words from an error body: errors[].message (with field), else a short body excerpt.
+
+    At most MAX_MESSAGES, each masked, escaped and cut to MAX_MESSAGE_CHARS."""
+    try:
+        data = _json(body)
     except ValueError:
-        body = None
+        data = None
     messages = []
-    if isinstance(body, dict) and isinstance(body.get('errors'), list):
-        for item in body['errors']:
-            if not isinstance(item, dict):
-                continue
+    if isinstance(data, dict) and isinstance(data.get('errors'), list):
+        items = [item for item in data['errors'] if isinstance(item, dict)]
+        for item in items:
             message = item.get('message') or ''
             if item.get('field'):
                 message = '%s (field: %s)' % (message, item['field']) if message else 'field: %s' % item['field']
             if message:
-                messages.append(message)
+                messages.append(_shown(message, secrets))
+        if len(messages) > MAX_MESSAGES:
+            messages[MAX_MESSAGES:] = ['and %d more messages' % (len(messages) - MAX_MESSAGES)]
     if not messages:
-        text = (response.text or '').strip()
+        text = _body_text(response, body).strip()
         if text:
             kind = response.headers.get('Content-Type', 'unknown content type')
-            messages.append('non-JSON answer (%s): %s' % (kind.split(';')[0], _excerpt(text)))
+            messages.append('non-JSON answer (%s): %s' % (_shown(kind.split(';')[0], secrets, 100), _excerpt(text, 200, secrets)))
     return messages
-
-
-def _excerpt(text, limit=200):
-    text = ' '.join(text.split())
-    return text if len(text) <= limit else text[:limit] + '...'
 
 
 class _BearerAuth(AuthBase):
@@ -467,7 +666,7 @@ class SendGridClient:
             self._proxies = dict.fromkeys(('http', 'https', 'all', 'http://', 'https://', 'all://'))
         adapter = _TLS12Adapter(validate_certs=validate_certs, pool_connections=2, pool_maxsize=max(pool_size, 1))
         self._session.mount('https://', adapter)
-        self._session.mount('http://', HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1)))
+        self._session.mount('http://', _DeadlineAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1)))
         self._session.verify = validate_certs
         # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's verify=False (they are set in many
         # images and execution environments); only a per-request verify=False wins. True stays None so the bundles apply.
@@ -494,7 +693,12 @@ class SendGridClient:
         Every error leaves through ``redact``: a server may echo the Authorization header in its error body,
         and an exception from the HTTP layer may quote a header value.
         """
+        return self._sized_request(method, path, on_behalf_of, params, body)[0]
+
+    def _sized_request(self, method, path, on_behalf_of=None, params=None, body=None):
+        """``request``, returning (decoded answer, size of the answer in bytes)."""
         try:
+            check_on_behalf_of(on_behalf_of, 'on_behalf_of')
             return self._request(method, path, on_behalf_of, params, body)
         except SendGridError as exc:
             exc.args = (self.redact(str(exc)),)
@@ -508,7 +712,7 @@ class SendGridClient:
             if on_behalf_of:
                 where += ' (on behalf of %s)' % on_behalf_of
             raise SendGridError(self.redact('SendGrid API request not sent: %s on %s: %s' % (
-                type(exc).__name__, where, _excerpt(str(exc), 200)))) from None
+                type(exc).__name__, where, _excerpt(str(exc), 200, self._secrets)))) from None
 
     def _request(self, method, path, on_behalf_of, params, body):
         headers = {}
@@ -518,19 +722,42 @@ class SendGridClient:
         retries = 0
         while True:
             self.throttle.wait(self._sleep)
+            # Each attempt has its own deadline: the connection, the headers and the whole body within `timeout`.
+            deadline = _WATCHDOG.start(self.timeout)
+            _CURRENT.deadline = deadline
+            response = None
+            answer, cut = b'', False
             try:
                 response = self._session.request(
                     method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False,
-                    verify=self._verify, proxies=self._proxies)
-            except requests.exceptions.RequestException as exc:
-                if retries < self.max_retries and _is_retryable_exception(exc):
+                    verify=self._verify, proxies=self._proxies, stream=True)
+                status = response.status_code
+                if status in RETRY_STATUSES and retries < self.max_retries:
+                    wait = _retry_after(response) if status == 429 else None
+                else:
+                    wait = None
+                    # Of an error answer, its start is enough (its message is cut anyway): read that much, whatever its size.
+                    answer, cut = _read_body(response, MAX_RESPONSE_BYTES, deadline) if status < 300 else _read_body(
+                        response, MAX_ERROR_BODY_BYTES, deadline, refuse_declared=False)
+                if deadline.expired:
+                    # Cut by the watchdog: what was read may look complete (headers cut short end like headers).
+                    raise _DeadlineExpired()
+            except (requests.exceptions.RequestException, _DeadlineExpired) as exc:
+                timed_out = deadline.expired or isinstance(exc, _DeadlineExpired)
+                if retries < self.max_retries and (timed_out or _is_retryable_exception(exc)):
                     self._sleep(self._backoff(retries))
                     retries += 1
                     continue
-                raise SendGridError(_describe_exception(exc, method, path, self.base_url, on_behalf_of, retries)) from None
-            status = response.status_code
+                if timed_out:
+                    raise SendGridError(_describe_deadline(deadline, method, path, self.base_url, on_behalf_of, retries)) from None
+                raise SendGridError(_describe_exception(exc, method, path, self.base_url, on_behalf_of, retries,
+                                                        self._secrets)) from None
+            finally:
+                _CURRENT.deadline = None
+                _WATCHDOG.stop(deadline)
+                if response is not None:
+                    response.close()
             if status in RETRY_STATUSES and retries < self.max_retries:
-                wait = _retry_after(response) if status == 429 else None
                 wait = min(MAX_WAIT, self._backoff(retries) if wait is None else wait)
                 if status == 429:
                     self.throttle.pause(wait)
@@ -538,49 +765,116 @@ class SendGridClient:
                     self._sleep(wait)
                 retries += 1
                 continue
-            return self._decode(response, method, path, on_behalf_of, retries)
+            if cut and status < 300:
+                raise SendGridError(_describe_too_large(method, path, on_behalf_of))
+            return self._decode(response, answer, method, path, on_behalf_of, retries), len(answer)
 
     def _backoff(self, attempt):
         # Exponential with full jitter, so that workers that failed together do not retry together.
         return min(MAX_WAIT, BACKOFF_BASE * (2 ** attempt)) * random.uniform(0.5, 1.0)
 
-    def _decode(self, response, method, path, on_behalf_of, retries):
+    def _decode(self, response, body, method, path, on_behalf_of, retries):
         status = response.status_code
         if 300 <= status < 400:
             # Never follow: the Authorization header must not travel to wherever we are sent.
             raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, [
-                'redirect to %s refused (the API key is never sent to another location)' % response.headers.get(
-                    'Location', 'an unnamed location')], retries)
+                'redirect to %s refused (the API key is never sent to another location)' % _shown(response.headers.get(
+                    'Location', 'an unnamed location'), self._secrets)], retries)
         if status >= 400:
-            messages = _error_messages(response)
+            messages = _error_messages(response, body, self._secrets)
             if status == 429:
                 messages.append('rate limit still exceeded after %d retries' % retries)
             # A 429's retries are in its message already; a 5xx says how often it was tried, as transport errors do.
             raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, messages,
                                    0 if status == 429 else retries)
-        if not response.content:
+        if not body:
             raise SendGridAPIError(status, response.reason, method, path, on_behalf_of,
                                    ['empty answer where a JSON body was expected'], retries)
         try:
-            return response.json()
+            return _json(body)
         except ValueError:
             raise SendGridAPIError(status, response.reason, method, path, on_behalf_of, [
                 'answer is not valid JSON (%s): %s' % (
-                    response.headers.get('Content-Type', 'no content type').split(';')[0], _excerpt(response.text))],
+                    _shown(response.headers.get('Content-Type', 'no content type').split(';')[0], self._secrets, 100),
+                    _excerpt(_body_text(response, body), 200, self._secrets))],
                 retries)
 
-    def paginate(self, path, params=None, limit=500, on_behalf_of=None):
-        """Yield the items of a list endpoint paged with limit/offset, until a short page."""
+    def paginate(self, path, params=None, limit=500, on_behalf_of=None, max_pages=MAX_PAGES):
+        """Yield the items of a list endpoint paged with limit/offset, until a short page.
+
+        At most ``max_pages`` requests: a server that keeps answering full pages (or the same page again, which
+        is refused at once) ends in a SendGridError naming the limit, not in a loop that eats the machine's memory.
+        """
+        if max_pages < 1:
+            raise SendGridConfigError('max_pages must be an integer of 1 or more, got %r' % (max_pages,))
         offset = 0
-        while True:
+        previous = None
+        # All pages together are bounded too: each page may be up to MAX_RESPONSE_BYTES, but max_pages of them are
+        # not kept in memory; a page of 500 real items is well under MAX_PAGE_AVERAGE_BYTES.
+        budget = max_pages * MAX_PAGE_AVERAGE_BYTES
+        for _number in range(max_pages):
             page_params = dict(params or {}, limit=limit, offset=offset)
-            page = self.request('GET', path, on_behalf_of=on_behalf_of, params=page_params)
+            page, size = self._sized_request('GET', path, on_behalf_of=on_behalf_of, params=page_params)
+            budget -= size
+            if budget < 0:
+                raise SendGridError(
+                    'GET %s%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
+                    'account really holds that much, raise the max_pages option' % (
+                        path, _for(on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
             if not isinstance(page, list):
                 raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
+            if len(page) >= limit and page == previous:
+                raise SendGridError(
+                    'GET %s%s answered the same page of %d items at offset %d as at offset %d: the server ignores the '
+                    'offset, so the list would never end; stopped' % (path, _for(on_behalf_of), len(page), offset, offset - limit))
             yield from page
             if len(page) < limit:
                 return
+            previous = page
             offset += limit
+        raise SendGridError(
+            'GET %s%s: still full pages after %d pages of %d items (the page cap, max_pages=%d); stopped. If the '
+            'account really holds more, raise the max_pages option' % (path, _for(on_behalf_of), max_pages, limit, max_pages))
+
+
+def _for(on_behalf_of):
+    return ' (on behalf of %s)' % on_behalf_of if on_behalf_of else ''
+
+
+def _read_body(response, limit, deadline, refuse_declared=True):
+    """The body's bytes, read in chunks up to ``limit`` bytes: (bytes, True) when there was more (then it is cut).
+
+    With ``refuse_declared``, a Content-Length over the limit ends it before reading anything. The watchdog ends a
+    read that outlives the deadline; the check between chunks is a second line for connections it does not know
+    (a SOCKS proxy's)."""
+    length = response.headers.get('Content-Length', '')
+    if refuse_declared and length.isdigit() and int(length) > limit:
+        return b'', True
+    chunks = []
+    size = 0
+    for chunk in response.iter_content(_READ_CHUNK):
+        if time.monotonic() > deadline.at:
+            raise _DeadlineExpired()
+        if size + len(chunk) > limit:
+            chunks.append(chunk[:limit - size])
+            return b''.join(chunks), True
+        size += len(chunk)
+        chunks.append(chunk)
+    return b''.join(chunks), False
+
+
+def _describe_too_large(method, path, on_behalf_of):
+    return ('SendGrid API answer refused: %s %s%s answered more than %d MiB, the limit of one answer (settings and pages '
+            'of 500 items are far smaller; the answer was not read further)' % (
+                method, path, _for(on_behalf_of), MAX_RESPONSE_BYTES // (1024 * 1024)))
+
+
+def _describe_deadline(deadline, method, path, base_url, on_behalf_of, retries):
+    text = ('SendGrid API unreachable: timed out on %s %s%s%s: no complete answer within %g s (timeout bounds the '
+            'connection and the whole answer)' % (method, base_url, path, _for(on_behalf_of), deadline.seconds))
+    if retries:
+        text += ' (after %d retries)' % retries
+    return text
 
 
 def _is_retryable_exception(exc):
@@ -604,7 +898,7 @@ def _root_reason(exc):
     return _POOL_PREFIX.sub('', str(reason))
 
 
-def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
+def _describe_exception(exc, method, path, base_url, on_behalf_of, retries, secrets=()):
     """A readable sentence for a transport failure, from our own words and the exception's innermost reason.
 
     That reason can quote a request header (an invalid header value is reported with the value), so the
@@ -622,7 +916,7 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries):
         reason = 'connection broken while reading the answer'
     else:
         reason = 'request failed'
-    detail = _excerpt(_root_reason(exc), 300)
+    detail = _excerpt(_root_reason(exc), 300, secrets)
     text = 'SendGrid API unreachable: %s on %s: %s' % (reason, where, detail)
     if retries:
         text += ' (after %d retries)' % retries

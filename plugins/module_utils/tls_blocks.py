@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import MAX_PAGES, SendGridError
 
 PATH = '/v3/suppression/blocks'
 MAX_PAGE_SIZE = 500
@@ -51,13 +52,17 @@ def check_page_size(value):
         raise ValueError('page_size must be an integer from 1 to %d (SendGrid\'s largest page), got %r' % (MAX_PAGE_SIZE, value))
 
 
-def _item(item):
-    """One block as SendGrid documents it (created, email, reason, status), its types checked: the answer is untrusted."""
+def _item(item, mask=str):
+    """One block as SendGrid documents it (created, email, reason, status), its types checked: the answer is untrusted.
+
+    Values shown in an error are masked (``mask``, the client's redact) before they are escaped and cut."""
     if not isinstance(item, dict) or not isinstance(item.get('email'), str):
-        raise SendGridError('GET %s answered an item without an email address where a block was expected: %.200r' % (PATH, item))
+        raise SendGridError('GET %s answered an item without an email address where a block was expected: %s' % (
+            PATH, shorten(escape_text(mask(repr(item))), 200)))
     created = item.get('created')
     if isinstance(created, bool) or not isinstance(created, (int, float)):
-        raise SendGridError('GET %s answered a block of %s whose created is %.50r, not epoch seconds' % (PATH, item['email'], created))
+        raise SendGridError('GET %s answered a block of %s whose created is %s, not epoch seconds' % (
+            PATH, shorten(escape_text(mask(item['email'])), 200), shorten(escape_text(mask(repr(created))), 50)))
     return dict(created=int(created), email=item['email'], reason=str(item.get('reason') or ''),
                 status=str(item.get('status') or ''))
 
@@ -66,16 +71,18 @@ def domain_of(email):
     return email.rpartition('@')[2].strip().lower() or '(no domain)'
 
 
-def read_tls_blocks(client, on_behalf_of=None, start_time=None, end_time=None, email=None, page_size=MAX_PAGE_SIZE):
-    """Every block of the account in the window, paged; the TLS ones returned with counts per recipient domain."""
+def read_tls_blocks(client, on_behalf_of=None, start_time=None, end_time=None, email=None, page_size=MAX_PAGE_SIZE,
+                    max_pages=MAX_PAGES):
+    """Every block of the account in the window, paged (at most ``max_pages`` pages); the TLS ones returned with
+    counts per recipient domain."""
     params = {name: value for name, value in (('start_time', start_time), ('end_time', end_time), ('email', email))
               if value not in (None, '')}
     total = 0
     blocks = []
     domains = {}
-    for raw in client.paginate(PATH, params, limit=page_size, on_behalf_of=on_behalf_of):
+    for raw in client.paginate(PATH, params, limit=page_size, on_behalf_of=on_behalf_of, max_pages=max_pages):
         total += 1
-        block = _item(raw)
+        block = _item(raw, client.redact)
         if not is_tls_block(block['reason']):
             continue
         block['domain'] = domain_of(block['email'])

@@ -49,6 +49,14 @@ options:
       - How many blocks each request asks for (SendGrid's C(limit)), from 1 to 500.
     type: int
     default: 500
+  max_pages:
+    description:
+      - At most this many pages are requested (200 pages of 500 are 100,000 blocks). A server that still answers full
+        pages then fails the task with an error naming this option; one that answers the same full page twice fails
+        at once. Narrow the time window, or raise this, for an account with more blocks.
+      - The answers together may hold at most O(max_pages) x 256 KiB (a page of 500 blocks is under 100 KiB).
+    type: int
+    default: 200
 notes:
   - Needs an API key with the C(suppression.blocks.read) scope.
 seealso:
@@ -121,7 +129,8 @@ blocks_read:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError, client_from_module, connection_argument_spec
+from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+    MAX_PAGES, SendGridError, client_from_module, connection_argument_spec)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_blocks import (
     MAX_PAGE_SIZE, check_page_size, check_window, read_tls_blocks)
 
@@ -132,20 +141,23 @@ def main():
             start_time=dict(type='int'),
             end_time=dict(type='int'),
             email=dict(type='str'),
-            page_size=dict(type='int', default=MAX_PAGE_SIZE)),
+            page_size=dict(type='int', default=MAX_PAGE_SIZE),
+            max_pages=dict(type='int', default=MAX_PAGES)),
         supports_check_mode=True,
     )
     params = module.params
     try:
         check_window(params['start_time'], params['end_time'])
         check_page_size(params['page_size'])
+        if params['max_pages'] < 1:
+            raise ValueError('max_pages must be an integer of 1 or more, got %d' % params['max_pages'])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
 
     client = client_from_module(module)
     try:
         found = read_tls_blocks(client, params['on_behalf_of'], params['start_time'], params['end_time'], params['email'],
-                                params['page_size'])
+                                params['page_size'], max_pages=params['max_pages'])
     except SendGridError as exc:
         module.fail_json(msg=str(exc))
     finally:

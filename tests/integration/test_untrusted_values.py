@@ -22,13 +22,18 @@ def payload(marker):
     return "{{lookup('ansible.builtin.pipe','touch${IFS}%s')}}" % marker
 
 
+def username_payload(marker):
+    # Nor a '/' (the inventory plugin leaves such names out): ${PWNED_DIR} gives the shell the marker's directory.
+    return "{{lookup('ansible.builtin.pipe','touch${IFS}${PWNED_DIR}%s')}}" % marker.name
+
+
 def _plain(obj):
     return obj['__ansible_unsafe'] if set(obj) == {'__ansible_unsafe'} else obj
 
 
 def test_api_strings_are_never_templated(sim, tmp_path):
     markers = {field: tmp_path / ('pwned-by-' + field) for field in ('username', 'email', 'region', 'compose')}
-    evil_user = payload(markers['username'])
+    evil_user = username_payload(markers['username'])
     sim.add_subuser(evil_user, email='%s@example.com' % payload(markers['email']))
     sim.add_subuser('plain-user')
     sim.tamper_subuser('plain-user', region=payload(markers['region']))
@@ -39,7 +44,7 @@ def test_api_strings_are_never_templated(sim, tmp_path):
         groups=dict(templated="'lookup' in sendgrid_email"),
         compose=dict(contact="'contact ' ~ sendgrid_email", compose_marker="'{{' ~ \"lookup('ansible.builtin.pipe','touch${IFS}%s')\" ~ '}}'"
                      % markers['compose']))))
-    env = ansible_env(SENDGRID_API_KEY=API_KEY, ANSIBLE_INVENTORY_UNPARSED_FAILED='true')
+    env = ansible_env(SENDGRID_API_KEY=API_KEY, ANSIBLE_INVENTORY_UNPARSED_FAILED='true', PWNED_DIR=str(tmp_path) + '/')
 
     listing = subprocess.run([str(BIN / 'ansible-inventory'), '-i', str(source), '--list'], env=env, capture_output=True,
                              text=True, timeout=120, check=False)

@@ -150,7 +150,7 @@ RAW_FAULTS = {
         ['SendGrid API unreachable: connection failed on GET http://127.0.0.1:', 'Connection aborted', '(after 2 retries)'], 3),
     'accepts and never answers': (
         silent, dict(max_retries=1, timeout=0.3), SendGridError,
-        ['SendGrid API unreachable: timed out on GET http://127.0.0.1:', 'Read timed out. (read timeout=0.3)', '(after 1 retries)'], 2),
+        ['SendGrid API unreachable: timed out on GET http://127.0.0.1:', 'no complete answer within 0.3 s', '(after 1 retries)'], 2),
     'HTML 502 from a proxy': (
         respond(502, HTML_502, content_type='text/html'), dict(max_retries=2), SendGridAPIError,
         ['SendGrid API error: HTTP 502 Bad Gateway on GET /v3/user/settings/enforced_tls: non-JSON answer (text/html): '

@@ -206,12 +206,13 @@ def test_netrc_is_never_read(sim, run_playbook, tmp_path):
 
 
 def test_a_header_the_http_layer_cannot_encode_is_a_clean_error():
-    """A subuser name with a character outside Latin-1 (a pasted zero-width space) never reaches the wire."""
+    """A subuser name with a character outside Latin-1 never reaches the wire. (A pasted zero-width space is refused
+    before, as a format character: test_trust_boundaries.py.)"""
     server = RawServer(lambda server, conn, request: conn.sendall(http_response(200, {})), lifetime=20).start()
     try:
         client = SendGridClient(api_key=API_KEY, api_url=server.url, max_retries=0, timeout=5)
         with pytest.raises(SendGridError) as info:
-            client.request('GET', '/v3/user/settings/enforced_tls', on_behalf_of='sub\u200b0001')
+            client.request('GET', '/v3/user/settings/enforced_tls', on_behalf_of='sub\u540d0001')
     finally:
         server.stop()
     message = str(info.value)

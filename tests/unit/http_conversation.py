@@ -61,6 +61,8 @@ class Conversation:
             response.headers.setdefault('Content-Type', 'application/json')
         else:
             response._content = b''
+        # The body is there already, as after a real read (the client streams answers, reading through iter_content).
+        response._content_consumed = True
         response.url = request.url
         response.request = request
         return response
