@@ -47,6 +47,7 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
     DNSPYTHON_ERROR, HAS_DNSPYTHON, run_preview)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import CRYPTOGRAPHY_ERROR, HAS_CRYPTOGRAPHY
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
@@ -650,7 +651,8 @@ def _guardrail_verdict(impact):
     summary, entries = preview['summary'], preview['domains']
     kept = dict(summary=summary, policy=preview['policy'], domains=[
         {key: entry[key] for key in ('domain', 'verdict', 'reason', 'blocked_by')} for entry in entries])
-    shown = '; '.join('%s: %s (%s)' % (entry['domain'], entry['verdict'], entry['reason'])
+    # Reasons quote MX host names and certificate texts from the network: escaped before anyone sees them.
+    shown = '; '.join('%s: %s (%s)' % (escape_text(entry['domain']), entry['verdict'], escape_text(entry['reason']))
                       for entry in entries if entry['verdict'] != 'delivered')
     # Shown once per run and policy, by the worker that ran it (Ansible relays a worker's display to the run's output).
     display.display('Impact preview: %d of %d recipient domains would be blocked (at most %d allowed), %d unknown '
@@ -658,7 +660,8 @@ def _guardrail_verdict(impact):
                                                         summary['unknown'], '; ' + shown if shown else ''))
     if summary['blocked'] <= impact['max_blocked']:
         return dict(ok=True, msg='', impact=kept)
-    blocked = '; '.join('%s (blocked by %s: %s)' % (entry['domain'], ', '.join(entry['blocked_by']), entry['reason'])
+    blocked = '; '.join('%s (blocked by %s: %s)' % (escape_text(entry['domain']), ', '.join(entry['blocked_by']),
+                                                     escape_text(entry['reason']))
                         for entry in entries if entry['verdict'] == 'blocked')
     return dict(ok=False, impact=kept, msg='Nothing was written: the policy would block %d of %d recipient domains '
                 '(%smax_blocked is %d): %s' % (summary['blocked'], summary['domains'], PREFIX, impact['max_blocked'], blocked))

@@ -69,9 +69,10 @@ def test_api_strings_are_never_templated(sim, tmp_path):
     assert "lookup('ansible.builtin.pipe'" in run.stdout.replace('\\"', '"')
     assert evil_user in out.read_text()
 
-    # The audit over the same hosts: the plain-user's region is refused as a region, the other subuser is read.
+    # The audit over the same hosts: the plain-user's region is refused as a region, the other subuser is read. The
+    # endpoint is the hosts' own (sendgrid_api_url and sendgrid_region, from the inventory), as without role variables.
     audit = subprocess.run([str(BIN / 'ansible-playbook'), '-i', str(source), 'mailsec.sendgrid.audit', '-e',
-                            'enforced_tls_policy_require_tls=true enforced_tls_policy_api_url=%s' % sim.url],
+                            'enforced_tls_policy_require_tls=true'],
                            env=env, capture_output=True, text=True, timeout=300, check=False, cwd=str(tmp_path))
     assert audit.returncode == 2 and 'region must be one of' in audit.stdout, audit.stdout + audit.stderr
     report = json.loads((tmp_path / 'enforced_tls_audit.json').read_text())
