@@ -77,8 +77,6 @@ options:
       - The answers together may hold at most O(max_pages) x 256 KiB (a page of 500 subusers is under 100 KiB).
     type: int
     default: 200
-    env:
-      - name: SENDGRID_INVENTORY_MAX_PAGES
 """
 
 EXAMPLES = r"""
