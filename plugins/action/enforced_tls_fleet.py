@@ -44,9 +44,6 @@ from ansible.utils.sentinel import Sentinel
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
     CONNECTION_ARGUMENT_SPEC, HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency,
     check_connection_params, normalize_api_key, prime_trust, redact_data, resolve_base_url)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import (
-    DNSPYTHON_ERROR, HAS_DNSPYTHON, run_preview)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import CRYPTOGRAPHY_ERROR, HAS_CRYPTOGRAPHY
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text
 from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
@@ -278,6 +275,10 @@ class ActionModule(ActionBase):
         """The impact guardrail of the account's policy: dict(failed=False[, impact]) or the refusal, before any request."""
         if account['impact'] is None:
             return dict(failed=False)
+        # Imported only for a guardrail: dnspython and cryptography in ansible-playbook's own process would make every
+        # worker it forks, for every task of the run, a copy of a larger process.
+        from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import DNSPYTHON_ERROR, HAS_DNSPYTHON
+        from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import CRYPTOGRAPHY_ERROR, HAS_CRYPTOGRAPHY
         if not HAS_DNSPYTHON or not HAS_CRYPTOGRAPHY:
             missing, error = ('dnspython', DNSPYTHON_ERROR) if not HAS_DNSPYTHON else ('cryptography', CRYPTOGRAPHY_ERROR)
             return dict(failed=True, changed=False, status='failed', msg='the impact preview (%simpact_domains) needs %s; '
@@ -642,6 +643,7 @@ def guardrail_once(impact):
 
 
 def _guardrail_verdict(impact):
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils._recipient_preview import run_preview
     try:
         preview = run_preview(impact['options'])
     except ValueError as exc:
