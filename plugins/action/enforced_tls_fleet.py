@@ -599,16 +599,27 @@ def _fingerprint(connection):
     return hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:32], endpoint
 
 
-def preflight_once(connection, host):
-    """The run's verdict on an endpoint and key: {'ok', 'msg', 'host', 'endpoint'}; the first caller does the request."""
-    fingerprint, endpoint = _fingerprint(connection)
-    path = os.path.join(_run_dir(), 'preflight-%s' % fingerprint)
+def once_per_run(name, decide):
+    """The run's verdict ``name``: the first caller (any worker process, any host) computes it with ``decide()`` under a
+    lock and writes it to the run's private directory; every later caller reads it. The same for whichever hosts a
+    condition selects and under every strategy, which run_once is not."""
+    path = os.path.join(_run_dir(), name)
     with locked(path + '.lock'):
         try:
             with open(path + '.json', encoding='utf-8') as verdict_file:
                 return json.load(verdict_file)
         except (OSError, ValueError):
             pass
+        verdict = decide()
+        write_private_json(path + '.json', verdict)
+        return verdict
+
+
+def preflight_once(connection, host):
+    """The run's verdict on an endpoint and key: {'ok', 'msg', 'host', 'endpoint'}; the first caller does the request."""
+    fingerprint, endpoint = _fingerprint(connection)
+
+    def decide():
         verdict = dict(ok=True, msg='', host=host, endpoint=endpoint)
         try:
             client = SendGridClient(**connection)
@@ -619,8 +630,8 @@ def preflight_once(connection, host):
         except SendGridError as exc:
             verdict.update(ok=False, msg='preflight of %s failed (it reads the parent account once for every subuser '
                                          'with this API key and endpoint): %s' % (endpoint, exc))
-        write_private_json(path + '.json', verdict)
         return verdict
+    return once_per_run('preflight-%s' % fingerprint, decide)
 
 
 def guardrail_once(impact):
@@ -630,16 +641,8 @@ def guardrail_once(impact):
     SMTP probes per run), whichever hosts a condition selects and whatever the strategy: no host writes before it.
     """
     material = json.dumps([C.DEFAULT_LOCAL_TMP, impact], sort_keys=True, default=str)
-    path = os.path.join(_run_dir(), 'guardrail-%s' % hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:32])
-    with locked(path + '.lock'):
-        try:
-            with open(path + '.json', encoding='utf-8') as verdict_file:
-                return json.load(verdict_file)
-        except (OSError, ValueError):
-            pass
-        verdict = _guardrail_verdict(impact)
-        write_private_json(path + '.json', verdict)
-    return verdict
+    fingerprint = hashlib.sha256(material.encode('utf-8', 'surrogatepass')).hexdigest()[:32]
+    return once_per_run('guardrail-%s' % fingerprint, lambda: _guardrail_verdict(impact))
 
 
 def _guardrail_verdict(impact):
