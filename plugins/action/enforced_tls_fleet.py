@@ -665,9 +665,9 @@ def _guardrail_verdict(impact):
                                                         summary['unknown'], '; ' + shown if shown else ''))
     if summary['blocked'] <= impact['max_blocked']:
         return dict(ok=True, msg='', impact=kept)
-    blocked = '; '.join('%s (blocked by %s: %s)' % (escape_text(entry['domain']), ', '.join(entry['blocked_by']),
-                                                     escape_text(entry['reason']))
-                        for entry in entries if entry['verdict'] == 'blocked')
+    blocked = '; '.join('%s (blocked by %s: %s)' % (
+        escape_text(entry['domain']), ', '.join(entry['blocked_by']), escape_text(entry['reason']))
+        for entry in entries if entry['verdict'] == 'blocked')
     return dict(ok=False, impact=kept, msg='Nothing was written: the policy would block %d of %d recipient domains '
                 '(%smax_blocked is %d): %s' % (summary['blocked'], summary['domains'], PREFIX, impact['max_blocked'], blocked))
 
