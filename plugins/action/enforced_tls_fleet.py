@@ -68,8 +68,21 @@ KNOWN = frozenset(FIELDS + ('api_key', 'region', 'api_url', 'on_behalf_of', 'tim
 # The guardrail's role variables (enforced_tls_policy_impact_*) and the recipient_tls_info options they set.
 IMPACT_OPTIONS = dict(impact_domains='domains', impact_nameservers='nameservers', impact_smtp_port='smtp_port',
                       impact_ca_path='ca_path', impact_timeout='timeout', impact_allow_private='allow_private')
-DEFAULT_MODE_HINT = ('leave enforced_tls_policy_batch unset (false): the default per-subuser mode honours when:, includes and '
-                     'every strategy')
+DEFAULT_MODE_HINT = ('use the role\'s main entry point (not tasks_from=batch): the default per-subuser mode honours when:, '
+                     'includes and every strategy')
+
+
+BATCH_HINT = ('enforced_tls_policy_batch is true, but the role\'s main entry point converges each subuser in its own task run '
+              '(as it did here): batch mode is the role\'s entry point tasks_from=batch, which ansible-playbook '
+              'mailsec.sendgrid.enforce -e enforced_tls_policy_batch=true runs')
+
+
+def _asks_for_batch(variables, templar):
+    value = variables.get(PREFIX + 'batch')
+    try:
+        return not _unset(value) and boolean(templar.template(value), strict=False)
+    except Exception:  # pylint: disable=broad-except  # a hint only: the variable is not used in this mode
+        return False
 
 
 def _unset(value):
@@ -148,9 +161,12 @@ class ActionModule(ActionBase):
         if fail_on_drift and result.get('changes'):
             result.update(failed=True, msg='drifts from the policy: %s' % ', '.join(
                 '%s is %s, the policy wants %s' % (field, d['current'], d['desired']) for field, d in result['differences'].items()))
-        if unknown:
-            # No host name in it: Ansible shows an identical warning once, not once per subuser.
-            result['warnings'] = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)]
+        warnings = ['unknown variables ignored (a typo?): %s' % ', '.join(unknown)] if unknown else []
+        if mode == 'enforce' and _asks_for_batch(task_vars, self._templar):
+            warnings.append(BATCH_HINT)
+        if warnings:
+            # No host name in them: Ansible shows an identical warning once, not once per subuser.
+            result['warnings'] = warnings
         return result
 
     # -- restore from a snapshot -----------------------------------------------------------------------------------

@@ -73,8 +73,12 @@ ROLE = 'mailsec.sendgrid.enforced_tls_policy'
 
 
 def include(version, when, batch=False, kind='include_role'):
-    return {'name': 'Policy %s' % version, 'ansible.builtin.%s' % kind: dict(name=ROLE),
-            'vars': dict(enforced_tls_policy_version=version, enforced_tls_policy_batch=batch), 'when': when}
+    """The role included or imported under `when`; with `batch`, its batch entry point (tasks_from: batch)."""
+    return {'name': 'Policy %s' % version, 'ansible.builtin.%s' % kind: dict(name=ROLE, **(dict(tasks_from='batch') if batch else {})),
+            'vars': dict(enforced_tls_policy_version=version), 'when': when}
+
+
+BATCH = {'name': 'Batch mode', 'ansible.builtin.import_role': dict(name=ROLE, tasks_from='batch')}
 
 
 # -- 1. writes only inside its scope ------------------------------------------------------------------------------------
@@ -183,9 +187,8 @@ def test_serial_batches_go_on_after_a_failed_subuser(sim, run_playbook, tmp_path
 
 def test_batch_mode_under_serial_reports_failures_after_the_last_batch(sim, run_playbook, tmp_path):
     names = sim.populate_subusers(12)
-    inventory = static_inventory(tmp_path, sim, ['ghost-user'] + names, enforced_tls_policy_require_tls=True,
-                                 enforced_tls_policy_batch=True)
-    run = run_playbook(playbook=play(roles=[ROLE], serial=5), inventory=inventory, env=KEY_ENV)
+    inventory = static_inventory(tmp_path, sim, ['ghost-user'] + names, enforced_tls_policy_require_tls=True)
+    run = run_playbook(playbook=play(tasks=[BATCH], serial=5), inventory=inventory, env=KEY_ENV)
     assert run.rc == 2
     assert per_account(sim, 'PATCH') == names
     assert '1 of 13 subusers failed: ghost-user: SendGrid API error: HTTP 403' in run.stdout
@@ -210,11 +213,25 @@ def test_free_strategy_reads_each_subuser_once(sim, run_playbook, tmp_path, how)
 
 def test_batch_mode_is_refused_under_free_strategy(sim, run_playbook, tmp_path):
     names = sim.populate_subusers(3)
-    inventory = static_inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True, enforced_tls_policy_batch=True)
-    run = run_playbook(playbook=play(roles=[ROLE], strategy='free'), inventory=inventory, env=KEY_ENV)
+    inventory = static_inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True)
+    run = run_playbook(playbook=play(tasks=[BATCH], strategy='free'), inventory=inventory, env=KEY_ENV)
     assert run.rc == 2
     assert "batch mode (enforced_tls_policy_batch) is refused under the 'free' strategy" in run.stdout
     assert sim.count() == 0
+
+
+def test_batch_variable_under_the_main_entry_point_converges_per_subuser(sim, run_playbook, tmp_path):
+    # The main entry point has no templated run_once: a host whose variables ask for batch mode is converged in its own
+    # task run (scope and status per subuser, under when: too), with one warning saying how batch mode is chosen.
+    names = sim.populate_subusers(4)
+    inventory = static_inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True, enforced_tls_policy_batch=True)
+    playbook = play(roles=[dict(role=ROLE, when="inventory_hostname != 'sub0001'")])
+    run = run_playbook(playbook=playbook, inventory=inventory, env=KEY_ENV)
+    assert run.rc == 0, run.output
+    assert per_account(sim, 'PATCH') == names[1:]
+    text = ' '.join(run.output.split())
+    assert text.count("enforced_tls_policy_batch is true, but the role's main entry point converges each subuser") == 1
+    assert {name: recap_lines(run)[name][1] for name in names[1:]} == dict.fromkeys(names[1:], 'changed=1')
 
 
 # -- 5. fail closed -----------------------------------------------------------------------------------------------------
@@ -346,16 +363,14 @@ def test_check_diff_apply_rerun_per_subuser(sim, run_playbook, tmp_path):
 
 # -- batch mode ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('kind', ['include_role', 'import_role', 'roles', 'block'])
+@pytest.mark.parametrize('kind', ['include_role', 'import_role', 'block'])
 def test_batch_mode_refused_under_when(sim, run_playbook, tmp_path, kind):
     names = sim.populate_subusers(4)
     inventory = static_inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True)
     when = "inventory_hostname in ['sub0001', 'sub0002']"
-    if kind == 'roles':
-        playbook = play(roles=[dict(role=ROLE, enforced_tls_policy_batch=True, when=when)])
-    elif kind == 'block':
+    if kind == 'block':
         playbook = play(tasks=[dict(name='Block', when=when, block=[
-            {'ansible.builtin.include_role': dict(name=ROLE), 'vars': dict(enforced_tls_policy_batch=True)}])])
+            {'ansible.builtin.include_role': dict(name=ROLE, tasks_from='batch')}])])
     else:
         playbook = play(tasks=[include('1.2', when, batch=True, kind=kind)])
     run = run_playbook(playbook=playbook, inventory=inventory, env=KEY_ENV)

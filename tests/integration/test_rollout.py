@@ -125,8 +125,9 @@ def test_restore_limit_restores_only_the_named_subuser(sim, run_playbook, tmp_pa
 
 def test_batch_mode_writes_the_same_snapshot(sim, run_playbook, tmp_path):
     names = sim.populate_subusers(6)
-    inv = inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True, enforced_tls_policy_batch=True)
-    assert run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inv, env=KEY_ENV).rc == 0
+    inv = inventory(tmp_path, sim, names, enforced_tls_policy_require_tls=True)
+    run = run_playbook(playbook_name='mailsec.sendgrid.enforce', inventory=inv, env=KEY_ENV, args=['-e', 'enforced_tls_policy_batch=true'])
+    assert run.rc == 0 and 'Enforced TLS batch of 6 subusers' in run.stdout, run.output
     [path] = snapshots(tmp_path)
     assert load_snapshot(str(path))['subusers'] == {
         name: dict(load_snapshot(str(path))['subusers'][name], previous={'require_tls': False}) for name in names}
