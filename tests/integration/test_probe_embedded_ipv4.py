@@ -30,13 +30,20 @@ CARRIERS = {
 }
 
 
+def _hex_groups(address):
+    """Eight groups of hex digits: Python 3.13 writes an IPv4-mapped address with a dotted quad even when exploded,
+    which the DNS test server's dnslib cannot parse."""
+    number = int(ipaddress.ip_address(address))
+    return ':'.join('%04x' % ((number >> shift) & 0xffff) for shift in range(112, -16, -16))
+
+
 @pytest.fixture(scope='module')
 def carriers():
     records = {}
     for domain, (address, _reason) in CARRIERS.items():
         records[domain] = [('MX', (10, 'mx.' + domain))]
         # dnslib reads IPv6 addresses in hexadecimal only.
-        records['mx.' + domain] = [('AAAA', ipaddress.ip_address(address).exploded)]
+        records['mx.' + domain] = [('AAAA', _hex_groups(address))]
     dns = DNSServer(records).start()
     port = free_port_on([LOOPBACK])
     listener = SilentListener(LOOPBACK, port).start()
