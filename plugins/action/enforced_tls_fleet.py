@@ -20,7 +20,7 @@ The preflight verdict is shared by every worker process of one ``ansible-playboo
 in Ansible's per-run local temporary directory (removed when the run ends): whichever task reaches an
 endpoint and key first checks it, under a lock, and every later task reuses the verdict.
 
-Every write is recorded first in the run's snapshot file (module_utils/snapshot.py: shared by the worker processes
+Every write is recorded first in the run's snapshot file (plugin_utils/_snapshot.py: shared by the worker processes
 under the same kind of lock); ``mode: check_snapshot`` (``run_once``) and ``mode: restore`` (per host) are the restore
 playbook's, and the rollout playbook restores a batch with ``mode: restore``.
 """
@@ -41,13 +41,13 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 from ansible.utils.sentinel import Sentinel
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     CONNECTION_ARGUMENT_SPEC, HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency,
     check_connection_params, normalize_api_key, prime_trust, redact_data, resolve_base_url)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import (
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import (
     DEFAULT_DIR as DEFAULT_SNAPSHOT_DIR, SnapshotError, load as load_snapshot, locked, recorder_for, write_private_json)
 
 # ansible-playbook's strategy imports this plugin in its own process before it forks the task's workers: the CA bundle

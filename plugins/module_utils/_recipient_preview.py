@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """The preview of recipient_tls_info: which recipient domains an Enforced TLS policy would block.
 
@@ -22,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import Deadline
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MX_LIMIT_STEPS, MXProber, mx_unreachable
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import normalize_version
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import normalize_version
 
 try:
     import dns.exception

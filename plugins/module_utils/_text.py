@@ -2,8 +2,9 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
-"""Private to the collection (no stable interface): the one escaping point for text from the network shown to people.
+"""The one escaping point for text from the network shown to people.
 
 Text from SendGrid's API, a server in between or a subuser's name reaches terminals, AWX job output and Markdown
 reports. A control character there can clear the screen or fake lines (ESC sequences), a bidi or other format

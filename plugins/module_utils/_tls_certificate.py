@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """The few fields of a server certificate that tls_check and recipient_tls_info report, read by the ``cryptography``
 library: subject and issuer (RFC 4514 strings), not_after (ISO 8601, UTC), days_left and subject_alt_names.

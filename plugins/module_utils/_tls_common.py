@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """What the endpoint test (tls_check) and the recipient MX test (recipient_tls_info) share, with the standard library
 only: the overall :class:`Deadline` of a probe and the socket I/O bounded by it, the DNS look-up and TCP connection,

@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """Recipient MX profiles for recipient_tls_info: what a sending MTA such as SendGrid's would find at a recipient's
 MX - STARTTLS, each TLS version that can be negotiated, and whether the certificate would pass verification.

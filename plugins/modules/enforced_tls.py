@@ -185,9 +185,9 @@ results:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     SendGridConfigError, SendGridError, check_concurrency, client_from_module, connection_argument_spec)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import (
     FIELDS, POLICY_ARGUMENT_SPEC, account_items, account_label, converge, desired_state, diff_entry, failures_message,
     run_batch)
 

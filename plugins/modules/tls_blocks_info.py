@@ -129,9 +129,9 @@ blocks_read:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     MAX_PAGES, SendGridError, client_from_module, connection_argument_spec)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_blocks import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_blocks import (
     MAX_PAGE_SIZE, check_page_size, check_window, read_tls_blocks)
 
 

@@ -76,7 +76,7 @@ def test_ansible_lint_production():
 
 def test_credential_type_injects_what_the_collection_reads():
     from ansible_collections.mailsec.sendgrid.plugins.inventory.subusers import DOCUMENTATION
-    from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import CONNECTION_ARGUMENT_SPEC
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import CONNECTION_ARGUMENT_SPEC
 
     # What the inventory plugin reads (its options' env: entries) and what the modules fall back to.
     inventory_env = {entry['name'] for option in yaml.safe_load(DOCUMENTATION)['options'].values() for entry in option.get('env', ())}

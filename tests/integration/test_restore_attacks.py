@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import Recorder, SealKey, load, seal_line
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import Recorder, SealKey, load, seal_line
 from tests.conftest import API_KEY
 from tests.integration.test_rollout import KEY_ENV, POLICY, effective, inventory, patched, recap, snapshots
 from tests.simulator.sendgrid_sim import DEFAULT_SETTINGS, Simulator

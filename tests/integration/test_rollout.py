@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import load
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import load
 from tests.conftest import API_KEY
 from tests.contract.openapi_check import validate_logged_requests
 from tests.simulator.sendgrid_sim import BLOCKS_PATH, DEFAULT_SETTINGS, TLS_BLOCK_REASON, Simulator
@@ -318,7 +318,7 @@ def test_tls_blocks_info_pages_window_and_subuser(sim, run_playbook):
 
 
 def test_an_entry_left_pending_by_a_crash_is_restored_with_a_warning(sim, run_playbook, tmp_path):
-    from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import seal_line
+    from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import seal_line
     inv, path = _snapshot_of_one_write(sim, run_playbook, tmp_path)
     # A crash between the record and the PATCH: the journal has no "done" for sub0002 (the chain sealed again).
     events = [json.loads(line) for line in path.read_text().splitlines()]

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     BACKOFF_BASE, MAX_WAIT, SendGridAPIError, SendGridClient, SendGridError)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import PATH, converge, read
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import PATH, converge, read
 from tests.conftest import API_KEY
 from tests.reliability.raw_server import RawServer, http_response, reset_after, respond, send, sequence, silent
 

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError
 from tests.conftest import API_KEY, BIN, ansible_env
 from tests.reliability.helpers import POLICY, run_ansible_inventory, write_fleet_inventory, write_host_vars
 from tests.reliability.raw_server import RawServer, http_response

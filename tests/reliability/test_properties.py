@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""Property tests of the compare/merge logic in module_utils/enforced_tls.py.
+"""Property tests of the compare/merge logic in module_utils/_enforced_tls.py.
 
 For any stored state (fields missing, null, numbers or strings, as an API might answer) and any requested
 subset of settings, converge() must write only requested fields that differ, end in the requested state for
@@ -14,8 +14,8 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import (
     DEFAULTS, FIELDS, PATH, VERSIONS, converge, desired_state, normalize_version, parse_settings, plan, read, run_batch, to_api)
 
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

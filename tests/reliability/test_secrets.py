@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import read
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import read
 from tests.conftest import API_KEY, BIN, ansible_env
 from tests.reliability.helpers import POLICY, run_ansible_inventory, write_fleet_inventory, write_host_vars
 from tests.reliability.raw_server import RawServer, http_response, reset_after, respond, silent

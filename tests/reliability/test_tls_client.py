@@ -15,8 +15,8 @@ import warnings
 import pytest
 import trustme
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridClient, SendGridError
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import read
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import read
 from tests.conftest import API_KEY
 from tests.reliability.raw_server import LOOPBACK, RawServer, respond
 from tests.tls_servers import Certificates, server_context
@@ -190,7 +190,7 @@ def test_tls_through_ansible_playbook(certificates, unrelated_ca_file, run_playb
 def test_a_ca_bundle_is_loaded_once_per_process_not_once_per_connection(certificates, monkeypatch):
     """Per subuser host every connection is new (one worker process per host task): loading the bundle (~16 ms CPU for
     certifi's) each time would double the per-host cost. Loaded in the parent, a forked worker loads nothing."""
-    from ansible_collections.mailsec.sendgrid.plugins.module_utils import api
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils import _api as api
 
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', certificates.ca_file)
     monkeypatch.setattr(api, '_CONTEXTS', {})

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, markdown_cell
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     MAX_MESSAGES, MAX_MESSAGES_CHARS, SendGridClient, SendGridConfigError, SendGridError, check_on_behalf_of)
 from tests.conftest import API_KEY, ROOT
 from tests.reliability import hostile

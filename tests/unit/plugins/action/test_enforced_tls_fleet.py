@@ -12,7 +12,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
 from ansible_collections.mailsec.sendgrid.plugins.action.enforced_tls_fleet import host_result, play_vars_for_host, resolve_account
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.snapshot import DEFAULT_DIR
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import DEFAULT_DIR
 
 try:
     from ansible.template import trust_as_template
@@ -182,7 +182,7 @@ def test_a_bad_key_is_described_never_shown():
 # -- host_result --------------------------------------------------------------------------------------------------------
 
 def converged(before, changes, **extra):
-    """An account's result as module_utils.enforced_tls.converge and run_batch give it."""
+    """An account's result as module_utils._enforced_tls.converge and run_batch give it."""
     result = dict(failed=False, changed=bool(changes), before=before, enforced_tls=dict(before, **changes), changes=changes,
                   status='changed' if changes else 'compliant', on_behalf_of='marketing')
     result.update(extra)

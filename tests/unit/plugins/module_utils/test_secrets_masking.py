@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     MASK, SendGridConfigError, normalize_api_key, redact, redact_data)
 
 KEY = 'SG.LEAKCHECK-abcdef.tail4242-XYZ'

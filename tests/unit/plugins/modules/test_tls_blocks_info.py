@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.tls_blocks import TLS_REASON_PATTERNS, is_tls_block
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_blocks import TLS_REASON_PATTERNS, is_tls_block
 from ansible_collections.mailsec.sendgrid.plugins.modules import tls_blocks_info
 from ansible_collections.mailsec.sendgrid.tests.unit.http_conversation import answer, run_module
 

@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """Enforced TLS settings: how to read, compare and converge them, for one account or many.
 
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError, check_on_behalf_of
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridError, check_on_behalf_of
 
 PATH = '/v3/user/settings/enforced_tls'
 FIELDS = ('require_tls', 'require_valid_cert', 'version')

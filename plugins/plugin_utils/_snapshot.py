@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """Snapshots of Enforced TLS writes: what each subuser had before a run changed it, so that it can be restored.
 
@@ -55,9 +56,9 @@ import secrets
 import stat as stat_module
 import threading
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import (
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     SendGridError, check_on_behalf_of, normalize_api_key, resolve_base_url)
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.enforced_tls import FIELDS, desired_state
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import FIELDS, desired_state
 
 FORMAT = 'mailsec.sendgrid.enforced_tls_snapshot'
 VERSION = 2

@@ -2,6 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# PRIVATE to mailsec.sendgrid: no stable interface for other collections or playbooks; it changes in any release.
 
 """SendGrid's blocks list, narrowed to the blocks a TLS requirement causes.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import MAX_PAGES, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import MAX_PAGES, SendGridError
 
 PATH = '/v3/suppression/blocks'
 MAX_PAGE_SIZE = 500

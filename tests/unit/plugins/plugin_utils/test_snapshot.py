@@ -10,8 +10,8 @@ import stat
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils import snapshot
-from ansible_collections.mailsec.sendgrid.plugins.module_utils.api import SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils import _snapshot as snapshot
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridError
 
 ENDPOINT = 'https://api.sendgrid.com'
 # Recognisable if it leaked into a file or a message; the journal is sealed under a key derived from it.
