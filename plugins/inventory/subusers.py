@@ -106,7 +106,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError, redact
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import redact
 
 try:
     from ansible.utils.unsafe_proxy import wrap_var
