@@ -45,6 +45,7 @@ REGION_URLS = {
     'global': 'https://api.sendgrid.com',
     'eu': 'https://api.eu.sendgrid.com',
 }
+DEFAULT_REGION = 'global'
 
 # Statuses worth another try: rate limiting and transient server/proxy trouble.
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
@@ -71,7 +72,7 @@ MAX_MESSAGES = 10
 
 CONNECTION_ARGUMENT_SPEC = dict(
     api_key=dict(type='str', no_log=True, fallback=(env_fallback, ['SENDGRID_API_KEY'])),
-    region=dict(type='str', choices=list(REGION_URLS), default='global', fallback=(env_fallback, ['SENDGRID_REGION'])),
+    region=dict(type='str', choices=list(REGION_URLS), default=DEFAULT_REGION, fallback=(env_fallback, ['SENDGRID_REGION'])),
     api_url=dict(type='str', fallback=(env_fallback, ['SENDGRID_API_URL'])),
     on_behalf_of=dict(type='str'),
     timeout=dict(type='float', default=30.0),
@@ -102,10 +103,7 @@ class SendGridAPIError(SendGridError):
         self.on_behalf_of = on_behalf_of
         self.messages = messages
         self.retries = retries
-        where = '%s %s' % (method, path)
-        if on_behalf_of:
-            where += ' (on behalf of %s)' % on_behalf_of
-        text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', where)
+        text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', request_label(method, path, on_behalf_of))
         if messages:
             text += ': ' + shorten('; '.join(messages), MAX_MESSAGES_CHARS)
         if retries:
@@ -141,10 +139,14 @@ def resolve_base_url(region=None, api_url=None, prefix=''):
         if parts.query or parts.fragment:
             raise SendGridConfigError("%sapi_url must not carry a query string or fragment, got %r" % (prefix, api_url))
         return api_url.rstrip('/')
-    region = region or 'global'
+    region = region or DEFAULT_REGION
+    check_region(region, prefix)
+    return REGION_URLS[region]
+
+
+def check_region(region, prefix=''):
     if region not in REGION_URLS:
         raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), region))
-    return REGION_URLS[region]
 
 
 def check_connection_params(params, prefix=''):
@@ -154,8 +156,9 @@ def check_connection_params(params, prefix=''):
     ``prefix`` names the options as the caller's users know them (the role's variables).
     """
     normalize_api_key(params.get('api_key'), prefix + 'api_key')
-    if params.get('region') not in (None, '') and params['region'] not in REGION_URLS:
-        raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), params['region']))
+    # Here too, not only in resolve_base_url: a wrong region is refused even where api_url wins over it.
+    if params.get('region') not in (None, ''):
+        check_region(params['region'], prefix)
     resolve_base_url(params.get('region'), params.get('api_url'), prefix)
     check_on_behalf_of(params.get('on_behalf_of'), prefix + 'on_behalf_of')
     timeout = params.get('timeout')
@@ -401,11 +404,8 @@ class SendGridClient:
         except (ValueError, UnicodeError, TypeError) as exc:
             # Not a transport failure: a header or body the HTTP layer refused to encode. Its text may quote the
             # header, so only the class name and a masked excerpt; "from None" keeps the original off any traceback.
-            where = '%s %s%s' % (method, self.base_url, path)
-            if on_behalf_of:
-                where += ' (on behalf of %s)' % on_behalf_of
             raise SendGridError(self.redact('SendGrid API request not sent: %s on %s: %s' % (
-                type(exc).__name__, where, _excerpt(str(exc), 200, self._secrets)))) from None
+                type(exc).__name__, request_label(method, self.base_url + path, on_behalf_of), _excerpt(str(exc), 200, self._secrets)))) from None
 
     def _request(self, method, path, on_behalf_of, params, body):
         headers = {}
@@ -511,38 +511,39 @@ class SendGridClient:
             budget -= size
             if budget < 0:
                 raise SendGridError(
-                    'GET %s%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
+                    '%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
                     'account really holds that much, raise the max_pages option' % (
-                        path, _for(on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
+                        request_label('GET', path, on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
             if not isinstance(page, list):
-                raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
+                raise SendGridError('%s answered %s where a JSON list was expected' % (request_label('GET', path), type(page).__name__))
             if len(page) >= limit and page == previous:
                 raise SendGridError(
-                    'GET %s%s answered the same page of %d items at offset %d as at offset %d: the server ignores the '
-                    'offset, so the list would never end; stopped' % (path, _for(on_behalf_of), len(page), offset, offset - limit))
+                    '%s answered the same page of %d items at offset %d as at offset %d: the server ignores the '
+                    'offset, so the list would never end; stopped' % (request_label('GET', path, on_behalf_of), len(page), offset, offset - limit))
             yield from page
             if len(page) < limit:
                 return
             previous = page
             offset += limit
         raise SendGridError(
-            'GET %s%s: still full pages after %d pages of %d items (the page cap, max_pages=%d); stopped. If the '
-            'account really holds more, raise the max_pages option' % (path, _for(on_behalf_of), max_pages, limit, max_pages))
+            '%s: still full pages after %d pages of %d items (the page cap, max_pages=%d); stopped. If the '
+            'account really holds more, raise the max_pages option' % (request_label('GET', path, on_behalf_of), max_pages, limit, max_pages))
 
 
-def _for(on_behalf_of):
-    return ' (on behalf of %s)' % on_behalf_of if on_behalf_of else ''
+def request_label(method, url, on_behalf_of=None):
+    """How every message names a request: "METHOD url", and the account when it is made on behalf of one."""
+    return '%s %s%s' % (method, url, ' (on behalf of %s)' % on_behalf_of if on_behalf_of else '')
 
 
 def _describe_too_large(method, path, on_behalf_of):
-    return ('SendGrid API answer refused: %s %s%s answered more than %d MiB, the limit of one answer (settings and pages '
+    return ('SendGrid API answer refused: %s answered more than %d MiB, the limit of one answer (settings and pages '
             'of 500 items are far smaller; the answer was not read further)' % (
-                method, path, _for(on_behalf_of), MAX_RESPONSE_BYTES // (1024 * 1024)))
+                request_label(method, path, on_behalf_of), MAX_RESPONSE_BYTES // (1024 * 1024)))
 
 
 def _describe_deadline(deadline, method, path, base_url, on_behalf_of, retries):
-    text = ('SendGrid API unreachable: timed out on %s %s%s%s: no complete answer within %g s (timeout bounds the '
-            'connection and the whole answer)' % (method, base_url, path, _for(on_behalf_of), deadline.seconds))
+    text = ('SendGrid API unreachable: timed out on %s: no complete answer within %g s (timeout bounds the '
+            'connection and the whole answer)' % (request_label(method, base_url + path, on_behalf_of), deadline.seconds))
     if retries:
         text += ' (after %d retries)' % retries
     return text
@@ -574,9 +575,6 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries, secr
 
     That reason can quote a request header (an invalid header value is reported with the value), so the
     caller masks the sentence before it leaves the client."""
-    where = '%s %s%s' % (method, base_url, path)
-    if on_behalf_of:
-        where += ' (on behalf of %s)' % on_behalf_of
     if isinstance(exc, requests.exceptions.SSLError):
         reason = 'TLS handshake or certificate verification failed (TLS 1.2 or newer and a trusted certificate are required)'
     elif isinstance(exc, requests.exceptions.Timeout):
@@ -588,7 +586,7 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries, secr
     else:
         reason = 'request failed'
     detail = _excerpt(_root_reason(exc), 300, secrets)
-    text = 'SendGrid API unreachable: %s on %s: %s' % (reason, where, detail)
+    text = 'SendGrid API unreachable: %s on %s: %s' % (reason, request_label(method, base_url + path, on_behalf_of), detail)
     if retries:
         text += ' (after %d retries)' % retries
     return text
