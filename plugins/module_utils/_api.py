@@ -9,7 +9,8 @@
 Every plugin (modules, the fleet action, the inventory plugin) talks to SendGrid
 through :class:`SendGridClient`, so connection options, TLS policy, retries and
 error messages behave the same everywhere. Nothing here imports Ansible's module
-machinery: the inventory and action plugins use it on the controller too.
+machinery: the inventory and action plugins use it on the controller too. Masking secrets is
+``_redact``'s, and how a request travels (TLS contexts, the deadline watchdog, the bounded read) ``_transport``'s.
 """
 
 from __future__ import annotations
@@ -380,7 +381,7 @@ class SendGridClient:
         self._session.close()
 
     def redact(self, text):
-        """``text`` without this client's key (see the module-level ``redact``)."""
+        """``text`` without this client's key (see ``_redact.redact``)."""
         return redact(text, self._secrets)
 
     def request(self, method, path, on_behalf_of=None, params=None, body=None):
