@@ -42,8 +42,10 @@ from ansible.utils.display import Display
 from ansible.utils.sentinel import Sentinel
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
-    CONNECTION_ARGUMENT_SPEC, HAS_REQUESTS, SendGridClient, SendGridConfigError, SendGridError, check_concurrency,
-    check_connection_params, normalize_api_key, prime_trust, redact_data, resolve_base_url)
+    CONNECTION_ARGUMENT_SPEC, SendGridClient, SendGridConfigError, SendGridError, check_concurrency, check_connection_params,
+    normalize_api_key, resolve_base_url)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import redact_data
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._transport import HAS_REQUESTS, prime_trust
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import (
     FIELDS, PATH, converge, desired_state, failures_message, run_batch)

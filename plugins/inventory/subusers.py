@@ -106,7 +106,8 @@ from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridClient, SendGridError, redact
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import DEFAULT_REGION, SendGridClient, SendGridError
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import redact
 
 try:
     from ansible.utils.unsafe_proxy import wrap_var
@@ -269,7 +270,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 sendgrid_subuser_id=item.get('id'),
                 sendgrid_email=item.get('email'),
                 sendgrid_disabled=bool(item.get('disabled')),
-                sendgrid_region=item.get('region') or 'global',
+                sendgrid_region=item.get('region') or DEFAULT_REGION,
             )
             if self._api_url:
                 hostvars['sendgrid_api_url'] = self._api_url

@@ -9,44 +9,35 @@
 Every plugin (modules, the fleet action, the inventory plugin) talks to SendGrid
 through :class:`SendGridClient`, so connection options, TLS policy, retries and
 error messages behave the same everywhere. Nothing here imports Ansible's module
-machinery: the inventory and action plugins use it on the controller too.
+machinery: the inventory and action plugins use it on the controller too. Masking secrets is
+``_redact``'s, and how a request travels (TLS contexts, the deadline watchdog, the bounded read) ``_transport``'s.
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
-import functools
 import ipaddress
 import json
 import math
-import os
 import random
 import re
-import socket
-import ssl
 import threading
 import time
-import traceback
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import redact
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
+# The watchdog, its deadline and the bounded body read are the transport's; the client's retry loop is their one user.
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._transport import (
+    _CURRENT, _WATCHDOG, HAS_REQUESTS, REQUESTS_IMPORT_ERROR, _BearerAuth, _DeadlineAdapter, _DeadlineExpired,
+    _read_body, _TLS12Adapter)
 
 try:
     import requests
-    from requests.adapters import HTTPAdapter
-    from requests.auth import AuthBase
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-    from urllib3.util.ssl_ import create_urllib3_context
-    HAS_REQUESTS = True
-    REQUESTS_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - exercised by the missing_required_lib test
-    HAS_REQUESTS = False
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
-    HTTPAdapter = AuthBase = HTTPConnection = HTTPSConnection = HTTPConnectionPool = HTTPSConnectionPool = object
+except ImportError:  # pragma: no cover - HAS_REQUESTS is false then, and the client refuses to start
+    pass
 
 COLLECTION_VERSION = '0.1.0'
 USER_AGENT = 'mailsec.sendgrid/%s (Ansible collection)' % COLLECTION_VERSION
@@ -55,6 +46,7 @@ REGION_URLS = {
     'global': 'https://api.sendgrid.com',
     'eu': 'https://api.eu.sendgrid.com',
 }
+DEFAULT_REGION = 'global'
 
 # Statuses worth another try: rate limiting and transient server/proxy trouble.
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
@@ -78,11 +70,10 @@ MAX_PAGE_AVERAGE_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 300
 MAX_MESSAGES_CHARS = 1000
 MAX_MESSAGES = 10
-_READ_CHUNK = 64 * 1024
 
 CONNECTION_ARGUMENT_SPEC = dict(
     api_key=dict(type='str', no_log=True, fallback=(env_fallback, ['SENDGRID_API_KEY'])),
-    region=dict(type='str', choices=list(REGION_URLS), default='global', fallback=(env_fallback, ['SENDGRID_REGION'])),
+    region=dict(type='str', choices=list(REGION_URLS), default=DEFAULT_REGION, fallback=(env_fallback, ['SENDGRID_REGION'])),
     api_url=dict(type='str', fallback=(env_fallback, ['SENDGRID_API_URL'])),
     on_behalf_of=dict(type='str'),
     timeout=dict(type='float', default=30.0),
@@ -113,10 +104,7 @@ class SendGridAPIError(SendGridError):
         self.on_behalf_of = on_behalf_of
         self.messages = messages
         self.retries = retries
-        where = '%s %s' % (method, path)
-        if on_behalf_of:
-            where += ' (on behalf of %s)' % on_behalf_of
-        text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', where)
+        text = 'SendGrid API error: HTTP %s%s on %s' % (status, ' %s' % reason if reason else '', request_label(method, path, on_behalf_of))
         if messages:
             text += ': ' + shorten('; '.join(messages), MAX_MESSAGES_CHARS)
         if retries:
@@ -152,10 +140,14 @@ def resolve_base_url(region=None, api_url=None, prefix=''):
         if parts.query or parts.fragment:
             raise SendGridConfigError("%sapi_url must not carry a query string or fragment, got %r" % (prefix, api_url))
         return api_url.rstrip('/')
-    region = region or 'global'
+    region = region or DEFAULT_REGION
+    check_region(region, prefix)
+    return REGION_URLS[region]
+
+
+def check_region(region, prefix=''):
     if region not in REGION_URLS:
         raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), region))
-    return REGION_URLS[region]
 
 
 def check_connection_params(params, prefix=''):
@@ -165,8 +157,9 @@ def check_connection_params(params, prefix=''):
     ``prefix`` names the options as the caller's users know them (the role's variables).
     """
     normalize_api_key(params.get('api_key'), prefix + 'api_key')
-    if params.get('region') not in (None, '') and params['region'] not in REGION_URLS:
-        raise SendGridConfigError("%sregion must be one of %s, got %r" % (prefix, ', '.join(REGION_URLS), params['region']))
+    # Here too, not only in resolve_base_url: a wrong region is refused even where api_url wins over it.
+    if params.get('region') not in (None, ''):
+        check_region(params['region'], prefix)
     resolve_base_url(params.get('region'), params.get('api_url'), prefix)
     check_on_behalf_of(params.get('on_behalf_of'), prefix + 'on_behalf_of')
     timeout = params.get('timeout')
@@ -178,15 +171,8 @@ def check_connection_params(params, prefix=''):
         raise SendGridConfigError('%smax_retries must be an integer from 0 to 100, got %r' % (prefix, retries))
 
 
-MASK = '********'
 # What a SendGrid key may hold once surrounding whitespace is gone: printable ASCII, nothing else.
 _KEY_CHARACTERS = re.compile(r'[!-~]+')
-# Credentials of any account in a header or in SendGrid's own key format, whoever's they are (an echoing
-# server may print another key than ours); at least 8 characters so ordinary words are left alone.
-_CREDENTIAL_PATTERNS = (
-    re.compile(r'\b(?:Bearer|Basic) [A-Za-z0-9._~+/=-]{8,}'),
-    re.compile(r'\bSG\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}'),
-)
 
 
 def normalize_api_key(value, name='api_key'):
@@ -208,59 +194,6 @@ def normalize_api_key(value, name='api_key'):
             '%s contains %s: a SendGrid API key is printable ASCII without spaces or control characters '
             '(surrounding whitespace is removed; the value is not shown)' % (name, ', '.join(bad)))
     return key
-
-
-@functools.lru_cache(maxsize=16)
-def _secret_pattern(secrets):
-    """One regular expression for every form in which any of ``secrets`` can appear in a message.
-
-    The forms: as given, stripped, repr/JSON-escaped, URL-quoted and base64 (standard and URL-safe) at the
-    three byte alignments, so the key is found inside a longer encoded string too (``Basic base64(user:key)``);
-    of base64 only the characters that depend on the key alone are kept.
-    """
-    forms = set()
-    for text in {t for secret in secrets for t in (secret, secret.strip())}:
-        if not text:
-            continue
-        forms.update((text, repr(text)[1:-1], json.dumps(text)[1:-1], quote(text, safe=''),
-                      text.encode('unicode_escape').decode('ascii')))
-        raw = text.encode('utf-8', 'replace')
-        for offset in range(3):
-            start, end = -(-offset * 8 // 6), (offset + len(raw)) * 8 // 6
-            for encode in (base64.b64encode, base64.urlsafe_b64encode):
-                forms.add(encode(b'\0' * offset + raw + b'\0\0').decode('ascii')[start:end])
-    # Too short a fragment would mask ordinary text; longest first, so a longer form wins over its own prefix.
-    forms = sorted((form for form in forms if len(form) >= 4), key=len, reverse=True)
-    return re.compile('|'.join(re.escape(form) for form in forms)) if forms else None
-
-
-def redact(text, secrets=()):
-    """The one masking point: ``text`` without any of ``secrets`` in any form, nor anything credential-shaped.
-
-    Every message built from an exception or a server's answer passes through here (client errors, the
-    fleet action's results and reports, the inventory plugin's errors), so masking never depends on
-    Ansible's ``no_log`` matching the exact string.
-    """
-    if not isinstance(text, str):
-        return text
-    # Whole headers first: "Bearer <key>" becomes one mask, not "Bearer " and a masked key.
-    for credential in _CREDENTIAL_PATTERNS:
-        text = credential.sub(MASK, text)
-    pattern = _secret_pattern(tuple(sorted(s for s in secrets if isinstance(s, str) and s)))
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
-    return text
-
-
-def redact_data(data, secrets=()):
-    """``redact`` applied to every string of a result (dicts, lists), keys included."""
-    if isinstance(data, str):
-        return redact(data, secrets)
-    if isinstance(data, dict):
-        return type(data)((redact_data(key, secrets), redact_data(value, secrets)) for key, value in data.items())
-    if isinstance(data, (list, tuple)):
-        return type(data)(redact_data(item, secrets) for item in data)
-    return data
 
 
 def check_concurrency(value, name='concurrency'):
@@ -321,231 +254,6 @@ class Throttle:
                 return
             sleep(remaining)
             waited_for = until
-
-
-_CONTEXTS = {}  # (validate_certs, CA file, CA directory) -> a TLS 1.2+ context, for the life of the process
-_CONTEXTS_LOCK = threading.Lock()
-
-
-def tls_context(validate_certs=True, ca_file=None, ca_dir=None):
-    """A TLS 1.2+ SSLContext, built (its CA certificates loaded) once per process and shared by the process's clients.
-
-    Building one costs about 0.8 ms of CPU in a new worker process and loading a CA bundle about 16 ms (certifi's), and
-    urllib3 loads the bundle again for every new connection: one per subuser host in the role's per-host mode, where
-    every task runs in a new worker process. Contexts built in the ``ansible-playbook`` process itself (see prime_trust)
-    are inherited by the workers it forks.
-    """
-    key = (bool(validate_certs), ca_file, ca_dir)
-    with _CONTEXTS_LOCK:
-        if key not in _CONTEXTS:
-            # It must agree with validate_certs: urllib3 cannot set CERT_NONE on a context that checks host names
-            # (ValueError), and without it a context of its own would still verify.
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if validate_certs else ssl.CERT_NONE)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            if ca_file or ca_dir:
-                context.load_verify_locations(cafile=ca_file, capath=ca_dir)
-            _CONTEXTS[key] = context
-        return _CONTEXTS[key]
-
-
-def default_ca_file():
-    """The CA bundle requests verifies with when nothing else is said: REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else certifi's."""
-    return os.environ.get('REQUESTS_CA_BUNDLE') or os.environ.get('CURL_CA_BUNDLE') or requests.utils.DEFAULT_CA_BUNDLE_PATH
-
-
-def prime_trust():
-    """Build the contexts and load the default CA bundle now (in the process that forks the workers).
-
-    A bundle that cannot be loaded is left for the request that needs it to name.
-    """
-    if HAS_REQUESTS:
-        try:
-            tls_context(True)
-            tls_context(False)
-            ca = default_ca_file()
-            if os.path.isfile(ca):
-                tls_context(True, ca_file=ca)
-            elif os.path.isdir(ca):
-                tls_context(True, ca_dir=ca)
-        except Exception:  # whatever the bundle makes ssl raise: the request that needs it loads it again and names it
-            pass
-
-
-class _DeadlineExpired(Exception):
-    """Raised inside the HTTP layer when a request's deadline is over before it could use its connection."""
-
-
-class _Deadline:
-    """When one request attempt must be over, and the connections and sockets it uses (the watchdog cuts them then)."""
-
-    __slots__ = ('at', 'seconds', 'connections', 'expired')
-
-    def __init__(self, seconds):
-        self.seconds = seconds
-        self.at = time.monotonic() + seconds
-        self.connections = []
-        self.expired = False
-
-
-class _Watchdog:
-    """One daemon thread per process that shuts down the socket of every request attempt whose deadline is over.
-
-    requests' timeout applies to each socket operation: a server that sends a byte every second, in the headers or the
-    body, resets it forever. Shutting the socket down from outside wakes the blocked read at once, wherever it is
-    (connection set-up, TLS handshake, headers, body), so an attempt ends at its deadline.
-    """
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._deadlines = set()
-        self._thread = None
-
-    def start(self, seconds):
-        deadline = _Deadline(seconds)
-        with self._condition:
-            self._deadlines.add(deadline)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name='sendgrid-deadlines', daemon=True)
-                self._thread.start()
-            self._condition.notify()
-        return deadline
-
-    def stop(self, deadline):
-        with self._condition:
-            self._deadlines.discard(deadline)
-
-    def watch(self, deadline, connection):
-        with self._condition:
-            if deadline.expired:
-                raise _DeadlineExpired()
-            # The socket too: http.client hands it to the response and forgets it when the answer closes the connection.
-            for item in (connection, getattr(connection, 'sock', None)):
-                if item is not None and item not in deadline.connections:
-                    deadline.connections.append(item)
-
-    def _run(self):
-        with self._condition:
-            while True:
-                now = time.monotonic()
-                for deadline in [deadline for deadline in self._deadlines if deadline.at <= now]:
-                    self._deadlines.discard(deadline)
-                    deadline.expired = True
-                    for item in deadline.connections:
-                        _cut(item if isinstance(item, socket.socket) else getattr(item, 'sock', None))
-                self._condition.wait(min((d.at for d in self._deadlines), default=now + 3600) - now)
-
-
-def _cut(sock):
-    # socket.socket's own shutdown, also for an SSLSocket: its override would drop the TLS state under the reading
-    # thread's feet; the raw shutdown just makes that read see the end of the stream.
-    if isinstance(sock, socket.socket):
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass  # closed meanwhile: the request is over anyway
-
-
-_WATCHDOG = _Watchdog()
-_CURRENT = threading.local()  # .deadline: the deadline of the request attempt this thread is making
-
-
-def _new_watchdog_after_fork():
-    # A forked worker (Ansible forks for every host) inherits the object but not the thread, maybe a held lock.
-    global _WATCHDOG  # pylint: disable=global-statement
-    _WATCHDOG = _Watchdog()
-
-
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_new_watchdog_after_fork)
-
-
-def _watch(connection):
-    deadline = getattr(_CURRENT, 'deadline', None)
-    if deadline is not None:
-        _WATCHDOG.watch(deadline, connection)
-
-
-class _WatchedConnection:
-    """Registers the connection with the current request attempt's deadline whenever that attempt uses it
-    (a new connection, or one reused from the pool)."""
-
-    def connect(self):
-        _watch(self)
-        return super().connect()
-
-    def request(self, *args, **kwargs):
-        _watch(self)
-        return super().request(*args, **kwargs)
-
-    def getresponse(self, *args, **kwargs):
-        _watch(self)
-        return super().getresponse(*args, **kwargs)
-
-
-class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-def _watch_pools(manager):
-    # Only urllib3's own pools are replaced (a SOCKS proxy manager has pools of its own: those keep the per-read bound).
-    classes = getattr(manager, 'pool_classes_by_scheme', None)
-    if isinstance(classes, dict) and classes.get('http') is HTTPConnectionPool and classes.get('https') is HTTPSConnectionPool:
-        manager.pool_classes_by_scheme = dict(classes, http=_WatchedHTTPPool, https=_WatchedHTTPSPool)
-    return manager
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """An adapter whose connections the watchdog can cut at a request attempt's deadline."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        _watch_pools(self.poolmanager)
-
-    def proxy_manager_for(self, *args, **kwargs):
-        return _watch_pools(super().proxy_manager_for(*args, **kwargs))
-
-
-class _TLS12Adapter(_DeadlineAdapter):
-    """HTTPS adapter that never negotiates below TLS 1.2 (SendGrid accepts only TLS 1.2+), CA bundles loaded once."""
-
-    def __init__(self, validate_certs=True, **kwargs):
-        self._ssl_context = tls_context(validate_certs)
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs['ssl_context'] = self._ssl_context
-        return super().init_poolmanager(*args, **kwargs)
-
-    def proxy_manager_for(self, *args, **kwargs):
-        kwargs['ssl_context'] = self._ssl_context
-        return super().proxy_manager_for(*args, **kwargs)
-
-    def cert_verify(self, conn, url, verify, cert):
-        """requests names the CA bundle to verify with; hand the pool a context that has it loaded already instead."""
-        try:
-            super().cert_verify(conn, url, verify, cert)  # OSError when the bundle it names does not exist
-        except OSError as exc:
-            raise requests.exceptions.SSLError(str(exc)) from None
-        ca_file, ca_dir = getattr(conn, 'ca_certs', None), getattr(conn, 'ca_cert_dir', None)
-        if ca_file or ca_dir:
-            try:
-                conn.conn_kw['ssl_context'] = tls_context(True, ca_file, ca_dir)
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                raise requests.exceptions.SSLError('the CA bundle %s cannot be loaded: %s' % (ca_file or ca_dir, exc)) from None
-            # Or urllib3 would load them into that context again for each new connection.
-            conn.ca_certs = conn.ca_cert_dir = None
 
 
 def _retry_after(response):
@@ -623,18 +331,6 @@ def _error_messages(response, body, secrets=()):
     return messages
 
 
-class _BearerAuth(AuthBase):
-    """Sets the key on each request. Being the session's auth, it also keeps requests from reading a .netrc
-    (it does so whenever no auth is set), which would replace the key with an unrelated password."""
-
-    def __init__(self, api_key):
-        self._header = 'Bearer %s' % api_key
-
-    def __call__(self, request):
-        request.headers['Authorization'] = self._header
-        return request
-
-
 class SendGridClient:
     """Talks to SendGrid's v3 API with the collection's connection options.
 
@@ -685,7 +381,7 @@ class SendGridClient:
         self._session.close()
 
     def redact(self, text):
-        """``text`` without this client's key (see the module-level ``redact``)."""
+        """``text`` without this client's key (see ``_redact.redact``)."""
         return redact(text, self._secrets)
 
     def request(self, method, path, on_behalf_of=None, params=None, body=None):
@@ -709,11 +405,8 @@ class SendGridClient:
         except (ValueError, UnicodeError, TypeError) as exc:
             # Not a transport failure: a header or body the HTTP layer refused to encode. Its text may quote the
             # header, so only the class name and a masked excerpt; "from None" keeps the original off any traceback.
-            where = '%s %s%s' % (method, self.base_url, path)
-            if on_behalf_of:
-                where += ' (on behalf of %s)' % on_behalf_of
             raise SendGridError(self.redact('SendGrid API request not sent: %s on %s: %s' % (
-                type(exc).__name__, where, _excerpt(str(exc), 200, self._secrets)))) from None
+                type(exc).__name__, request_label(method, self.base_url + path, on_behalf_of), _excerpt(str(exc), 200, self._secrets)))) from None
 
     def _request(self, method, path, on_behalf_of, params, body):
         headers = {}
@@ -819,60 +512,39 @@ class SendGridClient:
             budget -= size
             if budget < 0:
                 raise SendGridError(
-                    'GET %s%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
+                    '%s: the pages so far hold more than %d MiB (max_pages x %d KiB on average); stopped. If the '
                     'account really holds that much, raise the max_pages option' % (
-                        path, _for(on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
+                        request_label('GET', path, on_behalf_of), max_pages * MAX_PAGE_AVERAGE_BYTES // 2 ** 20, MAX_PAGE_AVERAGE_BYTES // 1024))
             if not isinstance(page, list):
-                raise SendGridError('GET %s answered %s where a JSON list was expected' % (path, type(page).__name__))
+                raise SendGridError('%s answered %s where a JSON list was expected' % (request_label('GET', path), type(page).__name__))
             if len(page) >= limit and page == previous:
                 raise SendGridError(
-                    'GET %s%s answered the same page of %d items at offset %d as at offset %d: the server ignores the '
-                    'offset, so the list would never end; stopped' % (path, _for(on_behalf_of), len(page), offset, offset - limit))
+                    '%s answered the same page of %d items at offset %d as at offset %d: the server ignores the '
+                    'offset, so the list would never end; stopped' % (request_label('GET', path, on_behalf_of), len(page), offset, offset - limit))
             yield from page
             if len(page) < limit:
                 return
             previous = page
             offset += limit
         raise SendGridError(
-            'GET %s%s: still full pages after %d pages of %d items (the page cap, max_pages=%d); stopped. If the '
-            'account really holds more, raise the max_pages option' % (path, _for(on_behalf_of), max_pages, limit, max_pages))
+            '%s: still full pages after %d pages of %d items (the page cap, max_pages=%d); stopped. If the '
+            'account really holds more, raise the max_pages option' % (request_label('GET', path, on_behalf_of), max_pages, limit, max_pages))
 
 
-def _for(on_behalf_of):
-    return ' (on behalf of %s)' % on_behalf_of if on_behalf_of else ''
-
-
-def _read_body(response, limit, deadline, refuse_declared=True):
-    """The body's bytes, read in chunks up to ``limit`` bytes: (bytes, True) when there was more (then it is cut).
-
-    With ``refuse_declared``, a Content-Length over the limit ends it before reading anything. The watchdog ends a
-    read that outlives the deadline; the check between chunks is a second line for connections it does not know
-    (a SOCKS proxy's)."""
-    length = response.headers.get('Content-Length', '')
-    if refuse_declared and length.isdigit() and int(length) > limit:
-        return b'', True
-    chunks = []
-    size = 0
-    for chunk in response.iter_content(_READ_CHUNK):
-        if time.monotonic() > deadline.at:
-            raise _DeadlineExpired()
-        if size + len(chunk) > limit:
-            chunks.append(chunk[:limit - size])
-            return b''.join(chunks), True
-        size += len(chunk)
-        chunks.append(chunk)
-    return b''.join(chunks), False
+def request_label(method, url, on_behalf_of=None):
+    """How every message names a request: "METHOD url", and the account when it is made on behalf of one."""
+    return '%s %s%s' % (method, url, ' (on behalf of %s)' % on_behalf_of if on_behalf_of else '')
 
 
 def _describe_too_large(method, path, on_behalf_of):
-    return ('SendGrid API answer refused: %s %s%s answered more than %d MiB, the limit of one answer (settings and pages '
+    return ('SendGrid API answer refused: %s answered more than %d MiB, the limit of one answer (settings and pages '
             'of 500 items are far smaller; the answer was not read further)' % (
-                method, path, _for(on_behalf_of), MAX_RESPONSE_BYTES // (1024 * 1024)))
+                request_label(method, path, on_behalf_of), MAX_RESPONSE_BYTES // (1024 * 1024)))
 
 
 def _describe_deadline(deadline, method, path, base_url, on_behalf_of, retries):
-    text = ('SendGrid API unreachable: timed out on %s %s%s%s: no complete answer within %g s (timeout bounds the '
-            'connection and the whole answer)' % (method, base_url, path, _for(on_behalf_of), deadline.seconds))
+    text = ('SendGrid API unreachable: timed out on %s: no complete answer within %g s (timeout bounds the '
+            'connection and the whole answer)' % (request_label(method, base_url + path, on_behalf_of), deadline.seconds))
     if retries:
         text += ' (after %d retries)' % retries
     return text
@@ -904,9 +576,6 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries, secr
 
     That reason can quote a request header (an invalid header value is reported with the value), so the
     caller masks the sentence before it leaves the client."""
-    where = '%s %s%s' % (method, base_url, path)
-    if on_behalf_of:
-        where += ' (on behalf of %s)' % on_behalf_of
     if isinstance(exc, requests.exceptions.SSLError):
         reason = 'TLS handshake or certificate verification failed (TLS 1.2 or newer and a trusted certificate are required)'
     elif isinstance(exc, requests.exceptions.Timeout):
@@ -918,7 +587,7 @@ def _describe_exception(exc, method, path, base_url, on_behalf_of, retries, secr
     else:
         reason = 'request failed'
     detail = _excerpt(_root_reason(exc), 300, secrets)
-    text = 'SendGrid API unreachable: %s on %s: %s' % (reason, where, detail)
+    text = 'SendGrid API unreachable: %s on %s: %s' % (reason, request_label(method, base_url + path, on_behalf_of), detail)
     if retries:
         text += ' (after %d retries)' % retries
     return text

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import Deadline
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_mx import MX_LIMIT_STEPS, MXProber, mx_unreachable
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import normalize_version
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import DEFAULTS, FIELDS, normalize_version
 
 try:
     import dns.exception
@@ -36,7 +36,6 @@ except ImportError:
     HAS_DNSPYTHON = False
     DNSPYTHON_ERROR = traceback.format_exc()
 
-SETTINGS = ('require_tls', 'require_valid_cert', 'version')
 VERDICTS = ('delivered', 'blocked', 'unknown', 'undeliverable')
 
 # The time one domain may take, in multiples of timeout: the MX look-up (one step), the address look-ups of its MX
@@ -218,7 +217,7 @@ def domain_verdict(domain, mxs, dns_problem=None, untested=0):
             entry.update(verdict=verdict, reason='; '.join(mx['reason'] for mx in by_verdict[verdict]))
             break
     if entry['verdict'] == 'blocked':
-        entry['blocked_by'] = [setting for setting in SETTINGS if any(setting in mx['blocked_by'] for mx in mxs)]
+        entry['blocked_by'] = [setting for setting in FIELDS if any(setting in mx['blocked_by'] for mx in mxs)]
         if len(mxs) > 1:
             entry['reason'] = 'every MX fails the policy: ' + entry['reason']
     if untested and entry['verdict'] != 'delivered':
@@ -377,7 +376,7 @@ class Preview:
 
 def summarize(entries):
     summary = dict(domains=len(entries), **{verdict: 0 for verdict in VERDICTS})
-    summary['blocked_by'] = {setting: 0 for setting in SETTINGS}
+    summary['blocked_by'] = {setting: 0 for setting in FIELDS}
     for entry in entries:
         summary[entry['verdict']] += 1
         for setting in entry['blocked_by']:
@@ -391,9 +390,8 @@ MAX_MX_HOSTS = (1, 10)
 CONCURRENCY = (1, 256)
 MAX_CONNECTIONS = 256
 # The module's option defaults, which the role's guardrail shares (an unset policy setting is SendGrid's default).
-OPTION_DEFAULTS = dict(domains=None, recipients=None, require_tls=False, require_valid_cert=False, version='1.1',
-                       nameservers=None, smtp_port=25, ca_path=None, timeout=10.0, concurrency=16, max_mx_hosts=5,
-                       allow_private=False)
+OPTION_DEFAULTS = dict(domains=None, recipients=None, **DEFAULTS, nameservers=None, smtp_port=25, ca_path=None, timeout=10.0,
+                       concurrency=16, max_mx_hosts=5, allow_private=False)
 
 
 def option_problems(params):

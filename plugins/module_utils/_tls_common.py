@@ -22,6 +22,9 @@ import time
 
 TIMEOUTS = (socket.timeout, TimeoutError)  # distinct classes before Python 3.10
 CLOSED = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)
+# TLS versions as options and results name them, oldest first, and as ssl sets them on a context.
+TLS_PROTOCOLS = {'1.0': ssl.TLSVersion.TLSv1, '1.1': ssl.TLSVersion.TLSv1_1, '1.2': ssl.TLSVersion.TLSv1_2,
+                 '1.3': ssl.TLSVersion.TLSv1_3}
 
 # Bounds on what an SMTP server may send us, so a misbehaving one cannot exhaust memory.
 _SMTP_MAX_LINE = 2048

@@ -28,7 +28,8 @@ from importlib.metadata import PackageNotFoundError, version as distribution_ver
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import now_iso, peer_certificate
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import (
-    CLOSED, TIMEOUTS, Deadline, PeerClosed, ProbeFailure, Session, over_time, reader, smtp_expect, smtp_reply, ssl_message)
+    CLOSED, TIMEOUTS, TLS_PROTOCOLS, Deadline, PeerClosed, ProbeFailure, Session, over_time, reader, smtp_expect, smtp_reply,
+    ssl_message)
 
 MODES = ('https', 'smtp_starttls', 'smtps')
 
@@ -39,7 +40,8 @@ MODE_DEFAULTS = {
     'smtps': ('tls12.smtp.sendgrid.net', 465),
 }
 
-TLS_VERSIONS = {'1.2': ssl.TLSVersion.TLSv1_2, '1.3': ssl.TLSVersion.TLSv1_3}
+# The minimums tls_check may require: its question is readiness for SendGrid, which accepts nothing older than TLS 1.2.
+TLS_VERSIONS = {version: TLS_PROTOCOLS[version] for version in ('1.2', '1.3')}
 
 USER_AGENT = 'mailsec.sendgrid-tls_check'
 

@@ -21,14 +21,12 @@ import warnings
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import certificate_info, now_iso
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import (
-    TIMEOUTS, Deadline, PeerClosed, ProbeFailure, Session, over_time, ssl_message)
+    TIMEOUTS, TLS_PROTOCOLS, Deadline, PeerClosed, ProbeFailure, Session, over_time, ssl_message)
 
 # The overall time limit of one recipient MX host, in multiples of `timeout` (the wait for one network step): its five
 # connections (one per TLS version, one verifying the certificate).
 MX_LIMIT_STEPS = 4
-MX_TLS_VERSIONS = ('1.0', '1.1', '1.2', '1.3')
-_MX_PROTOCOLS = {'1.0': ssl.TLSVersion.TLSv1, '1.1': ssl.TLSVersion.TLSv1_1, '1.2': ssl.TLSVersion.TLSv1_2,
-                 '1.3': ssl.TLSVersion.TLSv1_3}
+MX_TLS_VERSIONS = tuple(TLS_PROTOCOLS)
 # X509_V_FLAG_NO_CHECK_TIME: verify the chain without its dates; expiry is reported on its own.
 _NO_CHECK_TIME = 0x200000
 _UNREACHABLE_CODES = ('timeout', 'refused', 'unreachable')
@@ -59,8 +57,8 @@ def mx_context(tls_version=None, ca_path=None, verify=False):
             warnings.simplefilter('ignore', DeprecationWarning)
             context.minimum_version = ssl.TLSVersion.TLSv1
             if tls_version:
-                context.minimum_version = _MX_PROTOCOLS[tls_version]
-                context.maximum_version = _MX_PROTOCOLS[tls_version]
+                context.minimum_version = TLS_PROTOCOLS[tls_version]
+                context.maximum_version = TLS_PROTOCOLS[tls_version]
         context.set_ciphers('DEFAULT:@SECLEVEL=0')
     except (ValueError, ssl.SSLError) as exc:
         raise ValueError('This host cannot offer TLS %s: %s' % (tls_version, ssl_message(exc))) from exc

@@ -323,7 +323,7 @@ local:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_endpoint import (
-    MODES, Prober, endpoint, local_stack, local_supports)
+    MODES, TLS_VERSIONS, Prober, endpoint, local_stack, local_supports)
 
 ENDPOINT_KEYS = ('host', 'port', 'mode')
 
@@ -359,7 +359,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             endpoints=dict(type='list', elements='dict', options=endpoint_options),
-            min_version=dict(type='str', choices=['1.2', '1.3'], default='1.2'),
+            min_version=dict(type='str', choices=list(TLS_VERSIONS), default='1.2'),
             validate_certs=dict(type='bool', default=True),
             ca_path=dict(type='path'),
             timeout=dict(type='float', default=10.0),

@@ -190,10 +190,10 @@ def test_tls_through_ansible_playbook(certificates, unrelated_ca_file, run_playb
 def test_a_ca_bundle_is_loaded_once_per_process_not_once_per_connection(certificates, monkeypatch):
     """Per subuser host every connection is new (one worker process per host task): loading the bundle (~16 ms CPU for
     certifi's) each time would double the per-host cost. Loaded in the parent, a forked worker loads nothing."""
-    from ansible_collections.mailsec.sendgrid.plugins.module_utils import _api as api
+    from ansible_collections.mailsec.sendgrid.plugins.module_utils import _transport as transport
 
     monkeypatch.setenv('REQUESTS_CA_BUNDLE', certificates.ca_file)
-    monkeypatch.setattr(api, '_CONTEXTS', {})
+    monkeypatch.setattr(transport, '_CONTEXTS', {})
     loads = []
     real_load = ssl.SSLContext.load_verify_locations
 
@@ -202,7 +202,7 @@ def test_a_ca_bundle_is_loaded_once_per_process_not_once_per_connection(certific
         return real_load(self, *args, **kwargs)
 
     monkeypatch.setattr(ssl.SSLContext, 'load_verify_locations', counting_load)
-    api.prime_trust()  # what the action plugin does when ansible-playbook imports it, before forking workers
+    transport.prime_trust()  # what the action plugin does when ansible-playbook imports it, before forking workers
     assert loads == [os.getpid()]
     with serve(server_context(certificates.good)) as server:
         assert [attempt(server) for dummy in range(3)] == [EXPECTED] * 3  # three clients, three connections

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""The one masking point (api.redact) and the key rules (api.normalize_api_key), form by form."""
+"""The one masking point (_redact.redact) and the key rules (_api.normalize_api_key), form by form."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 import pytest
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
-    MASK, SendGridConfigError, normalize_api_key, redact, redact_data)
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridConfigError, normalize_api_key
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import MASK, redact, redact_data
 
 KEY = 'SG.LEAKCHECK-abcdef.tail4242-XYZ'
 
