@@ -24,9 +24,12 @@ from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import 
 PREFIX = 'enforced_tls_policy_'
 DEFAULT_TIMEOUT = CONNECTION_ARGUMENT_SPEC['timeout']['default']
 DEFAULT_MAX_RETRIES = CONNECTION_ARGUMENT_SPEC['max_retries']['default']
-# The guardrail's role variables (enforced_tls_policy_impact_*) and the recipient_tls_info options they set.
-IMPACT_OPTIONS = dict(impact_domains='domains', impact_nameservers='nameservers', impact_smtp_port='smtp_port',
-                      impact_ca_path='ca_path', impact_timeout='timeout', impact_allow_private='allow_private')
+# The guardrail's role variables (enforced_tls_policy_impact_*) and the recipient_tls_info options they set. The impact
+# playbook maps its own impact_* variables to the same options in YAML (a task's options cannot come from Python
+# without a templated args:, which Ansible warns is unsafe): tests/unit/plugins/plugin_utils/test_impact_options.py
+# holds the two together.
+IMPACT_OPTIONS = {'impact_' + option: option for option in ('domains', 'nameservers', 'smtp_port', 'ca_path', 'timeout',
+                                                            'allow_private')}
 # Every enforced_tls_policy_* variable the role and playbooks know; any other is most likely a typo.
 KNOWN = frozenset(FIELDS + tuple(IMPACT_OPTIONS) + (
     'api_key', 'region', 'api_url', 'on_behalf_of', 'timeout', 'max_retries', 'concurrency', 'hosts', 'mode', 'result',
