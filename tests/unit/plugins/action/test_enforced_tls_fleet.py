@@ -2,7 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The enforced_tls_fleet action's pure parts: one host's enforced_tls_policy_* variables resolved into its account,
+"""The fleet engine's pure parts (plugin_utils): one host's enforced_tls_policy_* variables resolved into its account,
 policy and connection (resolve_account), and one account's outcome as the host's task result (host_result)."""
 
 from __future__ import annotations
