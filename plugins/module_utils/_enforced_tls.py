@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import strict_boolean
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridError, check_on_behalf_of
 
 PATH = '/v3/user/settings/enforced_tls'
@@ -81,11 +81,8 @@ def account_items(items):
         item = dict(item)
         check_on_behalf_of(item.get('on_behalf_of'), name + '.on_behalf_of')
         for field in ('require_tls', 'require_valid_cert'):
-            if isinstance(item.get(field), str):
-                try:
-                    item[field] = boolean(item[field], strict=True)
-                except TypeError:
-                    raise ValueError('%s.%s must be a boolean (true or false), got %r' % (name, field, item[field]))
+            if field in item:
+                item[field] = strict_boolean(item[field], '%s.%s' % (name, field))
         accounts.append(item)
     return accounts
 

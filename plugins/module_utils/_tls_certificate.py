@@ -22,6 +22,8 @@ import ssl
 import traceback
 import warnings
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import ISO_FORMAT, UTC
+
 try:
     from cryptography import x509
     HAS_CRYPTOGRAPHY = True
@@ -35,8 +37,6 @@ else:
     warnings.filterwarnings('ignore', message="Parsed a serial number which wasn't positive")
 
 FIELDS = ('subject', 'issuer', 'not_after', 'days_left', 'subject_alt_names')
-ISO_FORMAT = '%Y-%m-%dT%H:%M:%SZ'  # fixed width, so that such strings also compare in time order
-UTC = datetime.timezone.utc
 
 # The attribute names of the ssl module's certificate dict (OpenSSL's long names) as cryptography's
 # Name.rfc4514_string() writes them: RFC 4514's short names, else the dotted OID.
@@ -52,10 +52,6 @@ _SSL_ATTRIBUTES = {
 # RFC 4514 section 2.4: characters escaped with a backslash anywhere in a value.
 _SPECIAL = dict((char, '\\' + char) for char in '\\"+,;<>')
 _SPECIAL['\0'] = '\\00'
-
-
-def now_iso():
-    return datetime.datetime.now(UTC).strftime(ISO_FORMAT)
 
 
 def certificate_info(der, now=None):

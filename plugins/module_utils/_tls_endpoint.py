@@ -26,7 +26,8 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version as distribution_version
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import now_iso, peer_certificate
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import peer_certificate
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import utc_now
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import (
     CLOSED, TIMEOUTS, TLS_PROTOCOLS, Deadline, PeerClosed, ProbeFailure, Session, over_time, reader, smtp_expect, smtp_reply,
     ssl_message)
@@ -237,7 +238,7 @@ class Prober:
         where = session.where
         if exc.verify_code == _CERT_HAS_EXPIRED:
             # OpenSSL says the same for an expired intermediate; only the server's own certificate has a date we know.
-            if not cert or cert['not_after'] > now_iso():
+            if not cert or cert['not_after'] > utc_now():
                 return ProbeFailure('cert_expired', 'A certificate in the chain of %s has expired: the server must install '
                                     'a current chain.' % where)
             ago = ' (%d days ago)' % -cert['days_left'] if cert['days_left'] < 0 else ''

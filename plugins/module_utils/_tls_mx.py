@@ -19,7 +19,8 @@ from __future__ import annotations
 import ssl
 import warnings
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import certificate_info, now_iso
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_certificate import certificate_info
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import utc_now
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_common import (
     TIMEOUTS, TLS_PROTOCOLS, Deadline, PeerClosed, ProbeFailure, Session, over_time, ssl_message)
 
@@ -141,7 +142,7 @@ class MXProber:
         result['certificate'] = dict(
             info, trusted=trusted, untrusted_reason=why,
             name_matches=name_matches(name, info.get('subject_alt_names')),
-            expired=bool(info) and info['not_after'] <= now_iso())
+            expired=bool(info) and info['not_after'] <= utc_now())
         return result
 
     def _where(self, name, address):

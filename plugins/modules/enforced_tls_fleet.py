@@ -114,8 +114,9 @@ options:
     elements: str
   concurrency:
     description:
-      - Batch mode only. How many accounts are worked on at the same time. The workers share one rate-limit pause.
-    type: int
+      - Batch mode only. How many accounts are worked on at the same time, an integer from 1 to 64 (a string such as
+        V("16"), as a template or a survey gives it, is read as one). The workers share one rate-limit pause.
+    type: raw
     default: 8
   fail_on_error:
     description:

@@ -32,9 +32,9 @@ own (or root's) and not writable by others, then folds the events into one entry
 writes only the account of the host it runs for, never the one a file names.
 
 An append costs the same whatever the file's size (the rewrite of a whole document it replaced cost 5 ms a write at
-1,000 subusers): the worker processes of a run share the file under an ``fcntl`` lock (:func:`locked`), and the run's
-private temporary directory keeps where the file ends (inode, size, modification time, last seal), so a worker appends
-without reading the chain back. A ``done`` only appends; a ``record`` reads the lines that name its host (what the run
+1,000 subusers): the worker processes of a run share the file under an ``fcntl`` lock (``_run_state.locked``), and the
+run's private temporary directory keeps where the file ends (inode, size, modification time, last seal), so a worker
+appends without reading the chain back. A ``done`` only appends; a ``record`` reads the lines that name its host (what the run
 recorded for it already). When the file no longer ends there, the chain is verified: complete lines after the noted end
 that continue it (a worker of the run stopped between its append and noting the end) are adopted, a last line cut short
 is cut off (its PATCH never started: a record is synced before it), and anything else stops every later write. The
@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import errno
-import fcntl
 import functools
 import hashlib
 import hmac
@@ -59,6 +58,8 @@ import threading
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import (
     SendGridError, check_on_behalf_of, normalize_api_key, resolve_base_url)
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import FIELDS, desired_state
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import utc_now
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._run_state import locked, write_private_json
 
 FORMAT = 'mailsec.sendgrid.enforced_tls_snapshot'
 VERSION = 2
@@ -72,16 +73,12 @@ _KEY_ID_CONTEXT = b'mailsec.sendgrid enforced_tls_snapshot key id v2'
 _SEAL_PREFIX = 'hmac-sha256:'
 
 
-class SnapshotError(SendGridError):
-    """A snapshot that cannot be written or trusted.
+class SnapshotError(Exception):
+    """A snapshot that cannot be written or trusted, as one readable sentence (never the key).
 
-    A SendGridError so that the fleet machinery reports it as the account's failure, like an API error: a subuser whose
-    previous settings could not be recorded is not written.
+    Not a SendGridError: nothing was sent to SendGrid. Whoever records a write (the fleet engine) reports it as that
+    account's failure; whoever restores, as the host's.
     """
-
-
-def utc_now():
-    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 class SealKey:
@@ -114,38 +111,7 @@ def seal_key(key):
     return key if isinstance(key, SealKey) else SealKey(key)
 
 
-# -- files shared by the worker processes of one run ------------------------------------------------------------------
-
-@contextlib.contextmanager
-def locked(lock_path):
-    """Hold an exclusive fcntl lock on ``lock_path`` (created if needed): one worker process at a time."""
-    with open(lock_path, 'a', encoding='utf-8') as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def write_private_json(path, data, sync=True):
-    """Replace ``path`` atomically (write a 0600 temporary file, then rename): a reader sees the old or the new file.
-
-    ``sync``: on disk before the rename.
-    """
-    tmp = '%s.%d.%d.tmp' % (path, os.getpid(), threading.get_ident())
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w', encoding='utf-8') as handle:
-            # json.dumps in one piece: json.dump (and any indent=) take the pure-Python encoder, ten times slower.
-            handle.write(json.dumps(data, sort_keys=True) + '\n')
-            handle.flush()
-            if sync:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
+# -- a snapshot file is trusted only when it is private ---------------------------------------------------------------
 
 def check_private(path, status, what, remedy):
     """Refuse a folder or file that other users may write or that another user owns (root's is trusted: root can

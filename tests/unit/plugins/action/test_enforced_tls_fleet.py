@@ -2,7 +2,7 @@
 # Copyright (c) mailsec.sendgrid contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The enforced_tls_fleet action's pure parts: one host's enforced_tls_policy_* variables resolved into its account,
+"""The fleet engine's pure parts (plugin_utils): one host's enforced_tls_policy_* variables resolved into its account,
 policy and connection (resolve_account), and one account's outcome as the host's task result (host_result)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
-from ansible_collections.mailsec.sendgrid.plugins.action.enforced_tls_fleet import host_result, play_vars_for_host, resolve_account
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._fleet_converge import host_result
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._fleet_hosts import play_vars_for_host, resolve_account
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import DEFAULT_DIR
 
 try:
@@ -223,22 +224,17 @@ def test_the_given_result_is_left_alone():
 
 
 class _Manager:
-    """A VariableManager stand-in recording how get_vars was called; with private=False it lacks _hosts/_hosts_all,
-    as a later ansible-core may (ansible-core calls them private)."""
+    """A VariableManager stand-in recording how get_vars was called."""
 
-    def __init__(self, private):
-        self.private = private
+    def __init__(self):
         self.calls = []
 
     def get_vars(self, play=None, host=None, task=None, **private):
-        if private and not self.private:
-            raise TypeError("get_vars() got an unexpected keyword argument '_hosts'")
         self.calls.append(sorted(private))
         return dict(host=host)
 
 
-@pytest.mark.parametrize('private, calls', [(True, [['_hosts', '_hosts_all']]), (False, [[]])])
-def test_other_hosts_variables_with_and_without_the_private_arguments(private, calls):
-    manager = _Manager(private)
+def test_other_hosts_variables_spare_ansible_the_list_of_the_plays_hosts():
+    manager = _Manager()
     assert play_vars_for_host(manager, 'play', 'sub0001', 'task', ['sub0001', 'sub0002']) == dict(host='sub0001')
-    assert manager.calls == calls
+    assert manager.calls == [['_hosts', '_hosts_all']]
