@@ -16,8 +16,8 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 
-from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import strict_boolean
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendGridError, check_on_behalf_of
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._values import strict_boolean
 
 PATH = '/v3/user/settings/enforced_tls'
 FIELDS = ('require_tls', 'require_valid_cert', 'version')
