@@ -15,7 +15,7 @@ Ways to run, chosen by the role; each is one entry point below, the work in plug
 * ``batch: true`` (``run_once``): converges every host of the play batch in one task, for fleets in
   the thousands. It resolves the other hosts' variables itself and refuses to run where it cannot
   know its scope (under ``when:``, a conditional include, a strategy other than linear);
-* ``mode: check_snapshot`` (``run_once``) and ``mode: restore`` (per host): the restore playbook's, and the rollout's
+* ``mode: check_snapshot`` and ``mode: restore`` (per host; the snapshot is read once per run): the restore playbook's, and the rollout's
   (``from_run``), in _restore.py;
 * ``mode: journal``: the snapshot journals this run wrote.
 

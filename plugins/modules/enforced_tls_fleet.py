@@ -53,7 +53,7 @@ description:
     fields that differ, none in check mode); a host the snapshot does not name is skipped. The key, the endpoint and the
     account written come from the host's variables, never from the file; an entry recorded for another account (or the
     parent) or on another endpoint is refused for that host before any request.
-    O(mode=check_snapshot) (with C(run_once)) checks the file and that every subuser it names is a host of the play
+    O(mode=check_snapshot), on every host, checks the file and that every subuser it names is a host of the play
     (unless C(--limit) is given) before any request. A malformed, truncated, edited, re-sealed or foreign file (each line
     is sealed with an HMAC-SHA256 under a key derived from the API key), one sealed under another (for example a
     rotated) key, and a file or folder that others may write or another user owns are refused, naming the problem.
@@ -83,7 +83,8 @@ options:
       - V(preflight) reads the parent account once for the endpoint and key of the host it runs on, and fails when that
         read fails. Use it with C(run_once).
       - V(restore) returns the host to the settings O(snapshot) recorded for it.
-      - V(check_snapshot) checks O(snapshot) before a restore, without any request. Use it with C(run_once).
+      - V(check_snapshot) checks O(snapshot) before a restore, without any request. Run it on every host, not with
+        C(run_once): the file is read once per run, and a refusal fails every host under its own name.
       - V(journal) reports the snapshot journals this C(ansible-playbook) run has written so far (RV(journals)), without
         any request; the enforce and rollout playbooks print them at the end.
     type: str

@@ -20,7 +20,7 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import resolve_base_url
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._fleet_converge import converge_accounts, host_result, preflighted
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._fleet_hosts import PREFIX, resolve_connection, unknown_warning
-from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._run_state import run_dir
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._run_state import fingerprint, once_per_run, run_dir
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import SnapshotError, load, recorder_for
 
 _INVALID = 'invalid connection variables, nothing was sent to SendGrid: %s'
@@ -37,25 +37,37 @@ def snapshot_path(args):
 
 
 def check_snapshot(task_vars, templar, args, keys):
-    """Run once before a restore: the file is sound and every subuser it names is a host of the play."""
+    """Before a restore, on every host: the file is sound and every subuser it names is a host of the play. The file is
+    read once per run (the first host decides, the others take its verdict), so a refusal fails every host under its
+    own name, whichever hosts a condition or --limit selects and under any strategy, as run_once could not."""
     path = snapshot_path(args)
     try:
-        account = resolve_connection(task_vars['inventory_hostname'], task_vars, templar)[0]
-        keys.add(account['connection']['api_key'])
-        document = load(path, account['connection']['api_key'])
+        connection = resolve_connection(task_vars['inventory_hostname'], task_vars, templar)[0]['connection']
     except ValueError as exc:
         raise AnsibleActionFail(_INVALID % exc)
+    keys.add(connection['api_key'])
+    in_play = sorted(task_vars.get('ansible_play_hosts_all') or ())
+    limited = bool(task_vars.get('ansible_limit'))
+    verdict = once_per_run('check-snapshot-%s' % fingerprint(path, connection['api_key'], in_play, limited),
+                           lambda: _snapshot_verdict(path, connection['api_key'], set(in_play), limited))
+    if not verdict['ok']:
+        raise AnsibleActionFail(verdict['msg'])
+    return verdict['result']
+
+
+def _snapshot_verdict(path, key, in_play, limited):
+    try:
+        document = load(path, key)
     except SnapshotError as exc:
-        raise AnsibleActionFail(str(exc))
+        return dict(ok=False, msg=str(exc))
     names = sorted(document['subusers'])
-    in_play = set(task_vars.get('ansible_play_hosts_all') or ())
     missing = [name for name in names if name not in in_play]
-    if missing and not task_vars.get('ansible_limit'):
+    if missing and not limited:
         # Without --limit, a subuser the play cannot reach would silently keep the settings the snapshot undoes.
-        raise AnsibleActionFail(
+        return dict(ok=False, msg=(
             'snapshot %s names %d subuser(s) that are not hosts of this play, so they could not be restored: %s. Use the '
             'inventory the snapshot was taken with, or --limit to restore only some subusers; nothing was sent to SendGrid'
-            % (path, len(missing), ', '.join(missing)))
+            % (path, len(missing), ', '.join(missing))))
     selected = [name for name in names if name in in_play]
     result = dict(changed=False, snapshot=path, created=document['created'], subusers=selected, left_out=missing,
                   msg='snapshot %s (taken %s) holds %d subuser(s); %d of them in this play%s' % (
@@ -66,7 +78,7 @@ def check_snapshot(task_vars, templar, args, keys):
         # Harmless to restore (only what differs is written), but worth knowing: that run did not end normally.
         result['warnings'] = ['the run that wrote %s stopped while writing %s: restoring them writes only what differs'
                               % (path, ', '.join(pending))]
-    return result
+    return dict(ok=True, result=result)
 
 
 def _restored_document(args, account):

@@ -140,6 +140,9 @@ def test_a_snapshot_in_a_folder_anyone_may_write_is_refused_when_restoring(sim, 
     run = restore(run_playbook, inv, path)
     assert run.rc == 2 and sim.count() == 0, run.output
     assert 'the folder of snapshot %s is writable by others (mode 0777)' % path.parent in flat(run)
+    # Every subuser the refusal stops fails under its own name (recap, retry file, AWX), not only the play's first.
+    assert {name: row['failed'] for name, row in recap(run).items() if name != 'localhost'} == dict.fromkeys(
+        ('sub0001', 'sub0002', 'sub0003'), '1')
 
 
 def test_the_rollout_refuses_a_file_swapped_during_the_watch_and_reports_it(sim, run_playbook, tmp_path):
