@@ -74,7 +74,7 @@ sanity: venv
 	tests/ansible_test.sh sanity
 
 docs: venv link
-	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --skip-rstcheck .
+	$(BIN)/antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs .
 
 # galaxy-importer on the built tarball, the tarball installs and documents itself, the changelog builds.
 release: venv link
