@@ -84,7 +84,7 @@ options:
         read fails. Use it with C(run_once).
       - V(restore) returns the host to the settings O(snapshot) recorded for it.
       - V(check_snapshot) checks O(snapshot) before a restore, without any request. Run it on every host, not with
-        C(run_once): the file is read once per run, and a refusal fails every host under its own name.
+        C(run_once); the file is read once per run, and a refusal fails every host under its own name.
       - V(journal) reports the snapshot journals this C(ansible-playbook) run has written so far (RV(journals)), without
         any request; the enforce and rollout playbooks print them at the end.
     type: str
