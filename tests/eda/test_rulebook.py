@@ -42,11 +42,14 @@ def rulebook(sim, tmp_path):
         pytest.fail('ansible-rulebook is not installed: run `make eda-venv` (make test does)')
     for name in ('sub0001', 'sub0002', 'sub0003'):
         sim.add_subuser(name, settings=dict(COMPLIANT_SETTINGS))
+    # Off the policy on purpose and not watched: a healing run that is not limited to its subuser would write here.
+    sim.add_subuser('legacy', settings=dict(DEFAULT_SETTINGS))
     inventory = tmp_path / 'inventory' / 'test.sendgrid.yml'
     inventory.parent.mkdir()
     inventory.write_text('plugin: mailsec.sendgrid.subusers\n')
     variables = tmp_path / 'vars.yml'
-    variables.write_text(yaml.safe_dump(dict(POLICY, sendgrid_watch_interval=INTERVAL)))
+    variables.write_text(yaml.safe_dump(dict(POLICY, sendgrid_watch_interval=INTERVAL,
+                                             sendgrid_watch_subusers=['sub0001', 'sub0002', 'sub0003'])))
     log = tmp_path / 'rulebook.log'
     env = ansible_env(SENDGRID_API_KEY=API_KEY, SENDGRID_API_URL=sim.url)
     # ansible-galaxy (which ansible-rulebook asks where collections are) and the ansible-playbook it runs: its own venv's.
@@ -98,4 +101,5 @@ def test_drift_is_healed_and_a_tls_block_is_one_event(sim, rulebook):
     assert len([event for event in events if "'type': 'compliant'" in event]) == 1, output
     assert not [event for event in events if "'type': 'error'" in event], output
     assert sim.settings('sub0001') == sim.settings('sub0003') == COMPLIANT_SETTINGS
+    assert sim.settings('legacy') == DEFAULT_SETTINGS
     assert API_KEY not in output

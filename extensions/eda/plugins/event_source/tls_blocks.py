@@ -149,7 +149,7 @@ def _make_poll(options, watch, started=None):
             events.append(subuser_event('tls_block', name, email=block['email'], domain=block['domain'],
                                         reason=block['reason'], created=block['created']))
         if known:
-            newest[name] = max(newest.get(name, started), max(known.values()))
+            newest[name] = max(newest.get(name, started), *known.values())
             floor = max(started, newest[name] - LOOKBACK)
             # What the next round cannot read again need not be remembered: memory stays bounded by the window.
             seen[name] = {key: created for key, created in known.items() if created >= floor}
