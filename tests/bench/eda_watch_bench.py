@@ -61,13 +61,12 @@ def main():
     try:
         drift = importlib.import_module(PACKAGE + 'event_source.enforced_tls_drift')
         blocks = importlib.import_module(PACKAGE + 'event_source.tls_blocks')
-        settings = drift._import(drift._SETTINGS)
         common = dict(requests_per_second=args.requests_per_second, concurrency=args.concurrency)
 
         def desired(options):
-            options['desired'] = settings.desired_state(options)
+            options['desired'] = drift.desired_state(options)
         for source, own, extra, more in (
-                (drift, dict(settings.POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0)), desired,
+                (drift, dict(drift.POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0)), desired,
                  dict(require_tls=True, require_valid_cert=True, version='1.2')),
                 (blocks, dict(page_size=dict(type='int', default=500), max_pages=dict(type='int', default=200)), None, {})):
             listing, requests, seconds, events = one_round(source, sim, dict(common, **more), own, extra)

@@ -40,9 +40,9 @@ def no_env(monkeypatch):
 
 def drift_watch(sim, **args):
     """A drift watch and its poll, as main() builds them, for rounds driven one at a time."""
-    own = dict(drift_source._import(drift_source._SETTINGS).POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0))
+    own = dict(drift_source.POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0))
     options = watch_module.check_options(drift_source.NAME, dict(dict(api_key=API_KEY, api_url=sim.url, **POLICY), **args), own)
-    options['desired'] = drift_source._import(drift_source._SETTINGS).desired_state(options)
+    options['desired'] = drift_source.desired_state(options)
     watch = watch_module.Watch(drift_source.NAME, options)
     return watch, drift_source._make_poll(options, watch)
 

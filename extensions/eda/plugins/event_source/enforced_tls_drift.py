@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
@@ -119,59 +118,48 @@ EXAMPLES = r"""
           name: mailsec.sendgrid.enforce
 """
 
+
+# ansible-rulebook runs a source by its path: the folder that holds ansible_collections/, eight levels up, may not be
+# on the path yet (appended, so a collection found first elsewhere still wins).
+sys.path.append(os.path.normpath(os.path.join(__file__, *['..'] * 8)))
+
+from ansible_collections.mailsec.sendgrid.extensions.eda.plugins.module_utils import _watch as watch_utils  # noqa: E402
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import (  # noqa: E402
+    POLICY_ARGUMENT_SPEC, desired_state, plan, read)
+
 NAME = 'mailsec.sendgrid.enforced_tls_drift'
-_WATCH = 'ansible_collections.mailsec.sendgrid.extensions.eda.plugins.module_utils._watch'
-_SETTINGS = 'ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls'
-
-
-def _import(name):
-    """``name`` of this collection. ansible-rulebook runs a source by its path, so the folder holding
-    ansible_collections/ may not be importable yet: it is the one seven levels above this file."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        root = os.path.abspath(__file__)
-        for _level in range(8):
-            root = os.path.dirname(root)
-        if root not in sys.path:
-            sys.path.append(root)
-        return importlib.import_module(name)
 
 
 def _make_poll(options, watch):
-    settings = _import(_SETTINGS)
-    subuser_event = _import(_WATCH).subuser_event
     desired = options['desired']
     repeat = options['repeat_drift_after']
     # subuser -> (the drifted values last announced, when); absent: compliant or not yet read.
     drifted = {}
 
     async def poll(name):
-        current = await watch.call(settings.read, watch.client, name)
-        changes = settings.plan(current, desired)
+        current = await watch.call(read, watch.client, name)
+        changes = plan(current, desired)
         shown = {field: current[field] for field in desired}
         if not changes:
             if drifted.pop(name, None) is None:
                 return []
-            return [subuser_event('compliant', name, current=shown, desired=desired)]
+            return [watch_utils.subuser_event('compliant', name, current=shown, desired=desired)]
         now = time.monotonic()
         last = drifted.get(name)
         if last is not None and last[0] == shown and not (repeat and now - last[1] >= repeat):
             return []
         drifted[name] = (shown, now)
         differences = {field: {'current': current[field], 'desired': value} for field, value in changes.items()}
-        return [subuser_event('drift', name, current=shown, desired=desired, differences=differences)]
+        return [watch_utils.subuser_event('drift', name, current=shown, desired=desired, differences=differences)]
     return poll
 
 
 async def main(queue: Any, args: dict[str, Any]) -> None:
     """Watch the subusers' Enforced TLS settings until the rulebook stops."""
-    watch = _import(_WATCH)
-    settings = _import(_SETTINGS)
-    own = dict(settings.POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0))
+    own = dict(POLICY_ARGUMENT_SPEC, repeat_drift_after=dict(type='float', default=3600.0))
 
     def checked(options):
-        options['desired'] = settings.desired_state(options)
+        options['desired'] = desired_state(options)
         if not options['desired']:
             raise ValueError('set at least one of require_tls, require_valid_cert, version: nothing would be watched')
         if options['repeat_drift_after'] < 0:
@@ -179,14 +167,5 @@ async def main(queue: Any, args: dict[str, Any]) -> None:
                              % options['repeat_drift_after'])
         return options
 
-    await watch.run_source(NAME, queue, args, own, _make_poll, check=checked)
+    await watch_utils.run_source(NAME, queue, args, own, _make_poll, check=checked)
 
-
-if __name__ == '__main__':
-    import asyncio
-
-    class _PrintQueue:
-        async def put(self, event):
-            print(event)
-
-    asyncio.run(main(_PrintQueue(), {'require_tls': True, 'interval': 60}))

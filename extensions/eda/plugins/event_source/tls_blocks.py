@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import time
@@ -32,55 +31,39 @@ description:
     event once per run of failures of a subuser, a log line each round, never a stop).
 options:
   api_key:
-    description: SendGrid API key. Never printed. Prefer the environment variable to a rulebook value.
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (also E(SENDGRID_API_KEY)); never printed.
     type: str
-    env:
-      - name: SENDGRID_API_KEY
   region:
-    description: V(global) or V(eu).
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (also E(SENDGRID_REGION)).
     type: str
-    default: global
-    env:
-      - name: SENDGRID_REGION
   api_url:
-    description: Base URL of the API instead of the region's (https, or http to a loopback address only).
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (also E(SENDGRID_API_URL)).
     type: str
-    env:
-      - name: SENDGRID_API_URL
   timeout:
-    description: Seconds one request may take, connection and whole answer.
+    description: As in C(mailsec.sendgrid.enforced_tls_drift).
     type: float
-    default: 30
   validate_certs:
-    description: Verify the API's certificate.
+    description: As in C(mailsec.sendgrid.enforced_tls_drift).
     type: bool
-    default: true
   max_retries:
-    description: Tries again (with backoff, or after the Retry-After of a 429) before a read counts as failed.
+    description: As in C(mailsec.sendgrid.enforced_tls_drift).
     type: int
-    default: 5
   subusers:
-    description:
-      - Usernames of the subusers to watch. Default every enabled subuser with a plain name, listed again every
-        O(refresh_interval) seconds.
+    description: Subusers to watch; default every enabled subuser with a plain name (as in C(mailsec.sendgrid.enforced_tls_drift)).
     type: list
     elements: str
   interval:
-    description: Seconds from the start of one round to the start of the next.
+    description: Seconds from the start of one round to the start of the next (default 300).
     type: float
-    default: 300
   refresh_interval:
-    description: Seconds after which the list of subusers is read again (without O(subusers)).
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (default 3600).
     type: float
-    default: 3600
   concurrency:
-    description: Subusers read at the same time (1 to 64).
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (default 4).
     type: int
-    default: 4
   requests_per_second:
-    description: At most this many subuser reads start per second.
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (default 8).
     type: float
-    default: 8
   page_size:
     description: Blocks asked for per page (SendGrid allows at most 500).
     type: int
@@ -105,30 +88,22 @@ EXAMPLES = r"""
           pretty: true
 """
 
+
+# ansible-rulebook runs a source by its path: the folder that holds ansible_collections/, eight levels up, may not be
+# on the path yet (appended, so a collection found first elsewhere still wins).
+sys.path.append(os.path.normpath(os.path.join(__file__, *['..'] * 8)))
+
+from ansible_collections.mailsec.sendgrid.extensions.eda.plugins.module_utils import _watch as watch_utils  # noqa: E402
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import MAX_PAGES  # noqa: E402
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_blocks import (  # noqa: E402
+    MAX_PAGE_SIZE, check_page_size, read_tls_blocks)
+
 NAME = 'mailsec.sendgrid.tls_blocks'
-_WATCH = 'ansible_collections.mailsec.sendgrid.extensions.eda.plugins.module_utils._watch'
-_BLOCKS = 'ansible_collections.mailsec.sendgrid.plugins.module_utils._tls_blocks'
 # SendGrid may list a block some time after its creation time: each round looks this far back before the newest seen.
 LOOKBACK = 600
 
 
-def _import(name):
-    """``name`` of this collection. ansible-rulebook runs a source by its path, so the folder holding
-    ansible_collections/ may not be importable yet: it is the one seven levels above this file."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        root = os.path.abspath(__file__)
-        for _level in range(8):
-            root = os.path.dirname(root)
-        if root not in sys.path:
-            sys.path.append(root)
-        return importlib.import_module(name)
-
-
 def _make_poll(options, watch, started=None):
-    blocks = _import(_BLOCKS)
-    subuser_event = _import(_WATCH).subuser_event
     started = int(time.time()) if started is None else started
     # subuser -> {block key: created} of the blocks announced within the window still read; newest created seen.
     seen = {}
@@ -136,7 +111,7 @@ def _make_poll(options, watch, started=None):
 
     async def poll(name):
         since = max(started, newest.get(name, started) - LOOKBACK)
-        result = await watch.call(blocks.read_tls_blocks, watch.client, on_behalf_of=name, start_time=since,
+        result = await watch.call(read_tls_blocks, watch.client, on_behalf_of=name, start_time=since,
                                   page_size=options['page_size'], max_pages=options['max_pages'])
         known = seen.setdefault(name, {})
         events = []
@@ -146,7 +121,7 @@ def _make_poll(options, watch, started=None):
             if block['created'] < since or key in known:
                 continue
             known[key] = block['created']
-            events.append(subuser_event('tls_block', name, email=block['email'], domain=block['domain'],
+            events.append(watch_utils.subuser_event('tls_block', name, email=block['email'], domain=block['domain'],
                                         reason=block['reason'], created=block['created']))
         if known:
             newest[name] = max(newest.get(name, started), *known.values())
@@ -159,25 +134,13 @@ def _make_poll(options, watch, started=None):
 
 async def main(queue: Any, args: dict[str, Any]) -> None:
     """Report new TLS blocks until the rulebook stops."""
-    watch = _import(_WATCH)
-    blocks = _import(_BLOCKS)
-    api = _import('ansible_collections.mailsec.sendgrid.plugins.module_utils._api')
-    own = dict(page_size=dict(type='int', default=blocks.MAX_PAGE_SIZE), max_pages=dict(type='int', default=api.MAX_PAGES))
+    own = dict(page_size=dict(type='int', default=MAX_PAGE_SIZE), max_pages=dict(type='int', default=MAX_PAGES))
 
     def checked(options):
-        blocks.check_page_size(options['page_size'])
+        check_page_size(options['page_size'])
         if options['max_pages'] < 1:
             raise ValueError('max_pages must be an integer of 1 or more, got %r' % options['max_pages'])
         return options
 
-    await watch.run_source(NAME, queue, args, own, _make_poll, check=checked)
+    await watch_utils.run_source(NAME, queue, args, own, _make_poll, check=checked)
 
-
-if __name__ == '__main__':
-    import asyncio
-
-    class _PrintQueue:
-        async def put(self, event):
-            print(event)
-
-    asyncio.run(main(_PrintQueue(), {'interval': 60}))
