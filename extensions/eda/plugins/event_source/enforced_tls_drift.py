@@ -168,4 +168,3 @@ async def main(queue: Any, args: dict[str, Any]) -> None:
         return options
 
     await watch_utils.run_source(NAME, queue, args, own, _make_poll, check=checked)
-

@@ -122,7 +122,7 @@ def _make_poll(options, watch, started=None):
                 continue
             known[key] = block['created']
             events.append(watch_utils.subuser_event('tls_block', name, email=block['email'], domain=block['domain'],
-                                        reason=block['reason'], created=block['created']))
+                                                    reason=block['reason'], created=block['created']))
         if known:
             newest[name] = max(newest.get(name, started), *known.values())
             floor = max(started, newest[name] - LOOKBACK)
@@ -143,4 +143,3 @@ async def main(queue: Any, args: dict[str, Any]) -> None:
         return options
 
     await watch_utils.run_source(NAME, queue, args, own, _make_poll, check=checked)
-
