@@ -14,7 +14,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all venv link awx-collection test pytest units integration lint sanity docs release matrix demo bench build ee-context ee clean
+.PHONY: all venv eda-venv link awx-collection test pytest units integration lint sanity docs release matrix demo bench build ee-context ee clean
 # ansible-core releases the matrix proves besides the main venv's (2.19 on Python 3.11, in tests/requirements.txt):
 # 2.16 (what Automation Platform 2.5/2.6 execution environments ship), 2.18, and the maintained 2.20 and 2.21, which
 # need Python >= 3.12 on the controller (tests/python.sh finds one, or builds 3.13 once into ~/.cache).
@@ -51,10 +51,26 @@ $(AWX_STAMP): | $(STAMP)
 
 awx-collection: $(AWX_STAMP)
 
+# Event-Driven Ansible (extensions/eda, tests/eda): ansible-rulebook in a venv of its own (.tmp/eda-venv, never the
+# main venv), with ansible-core for ansible-galaxy and the playbooks it runs, and the client's requests; its rules
+# engine needs Java 17 or newer (CI runs as root on a clean machine).
+EDA_VENV := $(CURDIR)/.tmp/eda-venv
+EDA_STAMP := $(EDA_VENV)/.installed-1.3.2
+
+$(EDA_STAMP): requirements.txt tests/requirements.txt
+	command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless; }
+	rm -rf $(EDA_VENV)
+	$(PYTHON) -m venv $(EDA_VENV)
+	$(EDA_VENV)/bin/python -m pip install --quiet --disable-pip-version-check ansible-rulebook==1.3.2 \
+		$$(grep -E '^(ansible-core|ansible-runner|requests|urllib3|PyYAML)==' tests/requirements.txt) -r requirements.txt
+	touch $@
+
+eda-venv: $(EDA_STAMP)
+
 ## test: everything CI runs
 test: venv link pytest units integration lint sanity docs release matrix
 
-pytest: venv link awx-collection
+pytest: venv link awx-collection eda-venv
 	$(BIN)/python -m pytest
 
 lint: venv link awx-collection
