@@ -416,7 +416,11 @@ class ActionModule(ActionBase):
     def _converge_group(self, connection, group, check_mode, concurrency):
         """Converge (or, in check mode, only read) accounts that share an endpoint and key."""
         try:
-            client = SendGridClient(pool_size=concurrency, **connection)
+            # Pacing by X-RateLimit-*: the per-subuser mode's worker processes share it through the run's directory;
+            # batch mode's threads share the client's own.
+            from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._pace_shared import shared_pace
+            pace = shared_pace(os.path.join(_run_dir(), 'pace-%s' % _fingerprint(connection)[0])) if concurrency == 1 else None
+            client = SendGridClient(pool_size=concurrency, pace=pace, **connection)
         except SendGridError as exc:
             outcome = [dict(failed=True, changed=False, status='failed', msg=str(exc)) for dummy in group]
         else:
