@@ -42,7 +42,8 @@ STALE_RESET_WAIT = 1.0
 MAX_PACE_WAIT = 60.0
 # A new window: how long a worker waits for the first answer that says when it ends, then goes unpaced.
 NEW_WINDOW_WAIT = 1.0
-_STEP = 0.02
+_STEP = 0.05
+_SPENT_STEP = 0.1
 # What one request may wait for the rate limit (pacing and 429s that carry a Reset) without spending max_retries:
 # RATE_LIMIT_WAITS such 429s and RATE_LIMIT_PATIENCE seconds in all. Past either, a 429 counts as a retry again, so a
 # request waits at most RATE_LIMIT_PATIENCE + max_retries x MAX_WAIT seconds for the rate limit.
@@ -93,7 +94,7 @@ def _clean(state):
 def _roll_over(state, at):
     # The window has ended: its successor holds `limit` requests, ending when one of its answers says.
     state.pop('reset', None)
-    state['probe'] = 0
+    state['probe'] = state['pending'] = 0
     state['rolled'] = at
     if 'limit' in state:
         state['left'] = state['limit']
@@ -106,6 +107,14 @@ def reserve(state, now, pace=True):
 
     ``pace`` False honours a 429's pause only (a request that has waited its RATE_LIMIT_PATIENCE)."""
     _clean(state)
+    start, again = _reserve(state, now, pace)
+    if not again:
+        # Sent but not answered yet: the server's Remaining does not count it until its answer.
+        state['pending'] = state.get('pending', 0) + 1
+    return start, again
+
+
+def _reserve(state, now, pace):
     start = max(now, state.get('pause', 0.0))
     if not pace:
         return start, False
@@ -117,14 +126,13 @@ def reserve(state, now, pace=True):
     if left is None:
         return start, False
     if reset is not None and left <= 0:
-        # Spent: the window's successor begins at its reset.
-        start = reset
-        _roll_over(state, start)
-        reset, left = None, state.get('left')
-        if left is None:
-            return start, False
+        # Spent until the reset; asked again now and then, since the Reset is rounded up to a whole second: an answer
+        # of the next window (a request sent late in this one) may show that it has begun already.
+        return min(reset, start + _SPENT_STEP), True
     limit = state.get('limit', left)
     if reset is None:
+        # Not before the window we rolled over into begins (a 429's pause may end after the Reset it was told).
+        start = max(start, state.get('rolled', start))
         if state.get('probe', 0) < max(1, limit // 4):
             state['probe'] = state.get('probe', 0) + 1
             state['left'] = left - 1
@@ -155,16 +163,20 @@ def observe(state, now, limit, remaining, reset):
         state['limit'] = limit
     elif remaining + 1 > state.get('limit', 0):
         state['limit'] = remaining + 1
-    if known is not None and now < known:
-        if reset < known - RESET_RESOLUTION:
-            return  # a late answer of the window before
-        if reset < known + RESET_RESOLUTION:
-            # The same window: its counter only goes down, and each Reset read as seconds is a little late (rounded up).
-            state['reset'] = min(known, reset)
-            state['left'] = min(state.get('left', remaining), remaining)
-            return
+    if known is not None and now < known and reset < known - RESET_RESOLUTION:
+        return  # a late answer of the window before
+    if known is None and 'rolled' in state and (now < state['rolled'] or reset < state['rolled'] + RESET_RESOLUTION):
+        return  # an answer of the window we have rolled over from (ahead of time when it was spent)
+    # What is left for requests not sent yet: the server's count less our requests it has not answered yet.
+    state['pending'] = pending = max(0, state.get('pending', 0) - 1)
+    remaining = max(0, remaining - pending)
+    if known is not None and now < known and reset < known + RESET_RESOLUTION:
+        # The same window: its counter only goes down, and each Reset read as seconds is a little late (rounded up).
+        state['reset'] = min(known, reset)
+        state['left'] = min(state.get('left', remaining), remaining)
+        return
     if known is None and 'rolled' in state and 'left' in state:
-        # The first answer of the window we rolled over into: our probes since then count in its Remaining already.
+        # The first answer of the window we rolled over into: our probes since then count already.
         remaining = min(remaining, state['left'])
     state.update(reset=reset, left=remaining, slot=0.0)
     state.pop('rolled', None)
