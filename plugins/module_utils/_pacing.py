@@ -28,6 +28,7 @@ the run's worker processes. Nothing here imports fcntl: modules run this on mana
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -182,6 +183,10 @@ def observe(state, now, limit, remaining, reset):
     state.pop('rolled', None)
 
 
+def _paused_until(state):
+    return _clean(state).get('pause', 0.0)
+
+
 def pause_until(state, until):
     _clean(state)
     state['pause'] = max(state.get('pause', 0.0), until)
@@ -216,16 +221,19 @@ class Pace:
         waited = 0.0
         now = self._clock()
         for dummy in range(int(MAX_PACE_WAIT / _STEP)):
-            start, again = self._store.update(lambda state: reserve(state, now, pace))
+            start, again = self._store.update(functools.partial(reserve, now=now, pace=pace))
             wait = min(start - now, MAX_PACE_WAIT - waited)
+            if wait <= 0 and not again:
+                break
             if wait > 0:
                 sleep(wait)
                 waited += wait
             # Time as this request saw it (a recording sleep in tests does not move the clock).
             now = max(self._clock(), now + max(wait, 0.0))
-            pushed = self._store.update(lambda state: _clean(state).get('pause', 0.0))
-            # Again only for a new window's first answer, or a 429 of another worker that pushed the pause meanwhile.
-            if (not again and pushed <= now) or waited >= MAX_PACE_WAIT:
+            if waited >= MAX_PACE_WAIT:
+                break
+            # Again for a window that may have begun, or when another worker's 429 pushed the pause while we slept.
+            if not again and self._store.update(_paused_until) <= now:
                 break
         return waited
 

@@ -30,7 +30,7 @@ import timeit
 import urllib.request
 from pathlib import Path
 
-from bench import BIN, KEY, POLICY, ROOT, SimulatorProcess, playbook_env
+from bench import BIN, POLICY, ROOT, SimulatorProcess, playbook_env
 
 COMPLIANT = dict(require_tls=True, require_valid_cert=True, version=1.2)
 SCENARIOS = ('default', 'batch', 'batch-seconds', 'two-runs')
@@ -61,8 +61,8 @@ def scenario(name, options):
             get(sim, '/_sim/log?summary=1')
             urllib.request.urlopen(urllib.request.Request(sim.url + '/_sim/reset-log', method='POST')).close()
             start = time.monotonic()
-            procs = [subprocess.Popen(run, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # pylint: disable=consider-using-with
-                     for run in runs]
+            procs = [subprocess.Popen(  # pylint: disable=consider-using-with
+                run, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for run in runs]
             outputs = [proc.communicate()[0] for proc in procs]
             wall = time.monotonic() - start
             summary = get(sim, '/_sim/log?summary=1')

@@ -802,7 +802,8 @@ def _parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rate-limit", type=int, metavar="N", help="allow N API requests per window (default: no limit, no rate-limit headers)")
     parser.add_argument("--rate-window", type=float, default=1.0, metavar="SECONDS", help="length of the fixed rate-limit window")
-    parser.add_argument("--reset-style", choices=("epoch", "seconds"), default="epoch", help="X-RateLimit-Reset as an epoch second or as seconds until the reset")
+    parser.add_argument("--reset-style", choices=("epoch", "seconds"), default="epoch",
+                        help="X-RateLimit-Reset as an epoch second or as seconds until the reset")
     parser.add_argument("--url-file", metavar="PATH", help="write the base URL here once listening")
     return parser.parse_args(argv)
 
