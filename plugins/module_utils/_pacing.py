@@ -95,7 +95,7 @@ def _clean(state):
 def _roll_over(state, at):
     # The window has ended: its successor holds `limit` requests, ending when one of its answers says.
     state.pop('reset', None)
-    state['probe'] = state['pending'] = 0
+    state['probe'] = state['pending'] = state['mine'] = 0
     state['rolled'] = at
     if 'limit' in state:
         state['left'] = state['limit']
@@ -112,6 +112,7 @@ def reserve(state, now, pace=True):
     if not again:
         # Sent but not answered yet: the server's Remaining does not count it until its answer.
         state['pending'] = state.get('pending', 0) + 1
+        state['mine'] = state.get('mine', 0) + 1
     return start, again
 
 
@@ -126,7 +127,9 @@ def _reserve(state, now, pace):
     left = state.get('left')
     if left is None:
         return start, False
-    if reset is not None and left <= 0:
+    # Once another run on the key shows in the server's counter, the last request of a window is left to it: each run
+    # knows of the other's requests only from its own next answer, so both would take it.
+    if reset is not None and left <= state.get('shared', 0):
         # Spent until the reset; asked again now and then, since the Reset is rounded up to a whole second: an answer
         # of the next window (a request sent late in this one) may show that it has begun already.
         return min(reset, start + _SPENT_STEP), True
@@ -170,17 +173,32 @@ def observe(state, now, limit, remaining, reset):
         return  # an answer of the window we have rolled over from (ahead of time when it was spent)
     # What is left for requests not sent yet: the server's count less our requests it has not answered yet.
     state['pending'] = pending = max(0, state.get('pending', 0) - 1)
-    remaining = max(0, remaining - pending)
+    spent = state['limit'] - remaining  # by the server's count, in this window so far
+    # Below 0 when requests queued for a later slot are more than the server has left (another run took the rest).
+    remaining = remaining - pending
     if known is not None and now < known and reset < known + RESET_RESOLUTION:
         # The same window: its counter only goes down, and each Reset read as seconds is a little late (rounded up).
         state['reset'] = min(known, reset)
+        if spent > state.get('mine', spent):
+            state['shared'] = 1  # the server counts more than we sent: another run spends this key's window too
         state['left'] = min(state.get('left', remaining), remaining)
         return
     if known is None and 'rolled' in state and 'left' in state:
         # The first answer of the window we rolled over into: our probes since then count already.
         remaining = min(remaining, state['left'])
-    state.update(reset=reset, left=remaining, slot=0.0)
+    # Ours, giving another run the benefit of the doubt: all that was spent so far, and all we have in flight.
+    state.update(reset=reset, left=remaining, slot=0.0, mine=max(state.get('mine', 0), spent + pending) if 'rolled' in state else spent + pending)
     state.pop('rolled', None)
+
+
+def _confirm(state):
+    """At a request's slot: False (and its reservation given back) if the window has less left than was queued."""
+    _clean(state)
+    if state.get('left', 0) >= 0:
+        return True
+    for name in ('left', 'pending', 'mine'):
+        state[name] = state.get(name, 0) + (1 if name == 'left' else -1)
+    return False
 
 
 def _paused_until(state):
@@ -232,6 +250,8 @@ class Pace:
             now = max(self._clock(), now + max(wait, 0.0))
             if waited >= MAX_PACE_WAIT:
                 break
+            if not again and not self._store.update(_confirm):
+                continue
             # Again for a window that may have begun, or when another worker's 429 pushed the pause while we slept.
             if not again and self._store.update(_paused_until) <= now:
                 break

@@ -109,11 +109,21 @@ def test_the_server_counter_wins_over_the_local_estimate():
     pace = pacing.Pace(clock=clock)
     pace.after(headers(50, NOW + 10), 200)
     assert pace.before(clock.sleep) == 0
-    pace.after(headers(1, NOW + 10), 200)  # 48 of ours are not spent: someone else spent them
-    assert pace.before(clock.sleep) == 0
-    pace.after(headers(0, NOW + 10), 200)
-    pace.before(clock.sleep)
+    pace.after(headers(2, NOW + 10), 200)  # we sent 1, the server counts 48: another run sent the others
+    assert pace.before(clock.sleep) == 0  # one of the two left is ours, at once
+    pace.after(headers(1, NOW + 10), 200)
+    pace.before(clock.sleep)  # the last one is left to the other run: wait for the reset
     assert clock.now == pytest.approx(NOW + 10)
+
+
+def test_alone_the_last_request_of_a_window_is_ours():
+    clock = Clock()
+    pace = pacing.Pace(clock=clock)
+    pace.after(headers(3, NOW + 10), 200)
+    for dummy in range(3):
+        pace.before(clock.sleep)
+        pace.after(headers(2 - dummy, NOW + 10), 200)
+    assert clock.now < NOW + 10
 
 
 def test_requests_not_answered_yet_count_against_what_is_left():
