@@ -12,8 +12,9 @@ at the reset and collect 429s again; so every answer's headers go into one pace 
 
 * while more than half the window is left, the request goes at once (no cost when the limit is far);
 * below that, the requests left are spread evenly over the time left until the reset. Two runs on one key that do
-  not share this state still meet in the server's own counter: each spreads what the server says is left, so
-  together they spend it later, never before the reset;
+  not share this state still meet in the server's own counter: each spreads what the server says is left (less its
+  own requests not answered yet), a slot queued for later is given back when an answer shows that the window has
+  less left than was queued, and once another run shows, the last request of a window is left to it;
 * when nothing is left, or after a 429, nobody starts before the reset. A new window's end is unknown until one of
   its answers tells it: until then only a quarter of the window is spent, so that runs waking together at the reset
   do not spend it all at once.
