@@ -57,6 +57,13 @@ options:
       - How many times to retry a request answered with HTTP 429, 500, 502, 503 or 504, or that failed to connect or timed out.
       - A 429 waits as long as C(Retry-After) (or C(X-RateLimit-Reset)) says, and pauses every parallel worker of the task;
         other failures back off exponentially with jitter. Each wait is capped at 60 seconds.
+      - A 429 that carries C(X-RateLimit-Reset) (SendGrid's rate limit, read as an epoch or as seconds until the reset) is
+        waited out without counting as a retry, up to 20 such waits and 300 seconds of waiting for the rate limit per
+        request; beyond either, it counts as a retry again. So one request waits at most 300 + O(max_retries) x 60
+        seconds for the rate limit.
+      - Every request reads C(X-RateLimit-Remaining) and C(X-RateLimit-Reset) and, once less than half of the window is
+        left, spreads what is left evenly until the reset, so that parallel workers (and two runs on one key) do not
+        collect 429s.
     type: int
     default: 5
 requirements:

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.mailsec.sendgrid.plugins.module_utils._pacing import Pace, RequestWaits, parse_reset
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._redact import redact
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text, shorten
 # The watchdog, its deadline and the bounded body read are the transport's; the client's retry loop is their one user.
@@ -227,37 +228,13 @@ def check_on_behalf_of(value, name):
             'character, got "%s"' % (name, ', '.join(bad), escape_text(value)))
 
 
-class Throttle:
-    """A pause shared by every worker of one client.
-
-    When SendGrid answers 429 to one request, it is the account's rate limit that
-    is exhausted, not that request's: every worker waits until the limit resets,
-    instead of each of them hammering the API and collecting its own 429.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._until = 0.0
-
-    def pause(self, seconds):
-        with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
-
-    def wait(self, sleep):
-        waited_for = None
-        while True:
-            with self._lock:
-                until = self._until
-            remaining = until - time.monotonic()
-            # Sleep again only if another worker pushed the pause further while we slept.
-            if remaining <= 0 or until == waited_for:
-                return
-            sleep(remaining)
-            waited_for = until
+# The pause after a 429 and the pacing from X-RateLimit-* shared by every worker of one client (_pacing.py): the
+# account's rate limit is exhausted, not one request's, so every worker waits until it resets.
+Throttle = Pace
 
 
 def _retry_after(response):
-    """Seconds a 429 asks us to wait: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch)."""
+    """Seconds a 429 asks us to wait: Retry-After (seconds or HTTP date), else X-RateLimit-Reset (epoch or seconds)."""
     value = response.headers.get('Retry-After')
     if value:
         value = value.strip()
@@ -269,13 +246,9 @@ def _retry_after(response):
                 return max(0.0, when.timestamp() - time.time())
             except (TypeError, ValueError, IndexError, OverflowError):
                 pass
-    value = response.headers.get('X-RateLimit-Reset')
-    if value:
-        try:
-            return max(0.0, float(value) - time.time())
-        except ValueError:
-            pass
-    return None
+    now = time.time()
+    reset = parse_reset(response.headers.get('X-RateLimit-Reset'), now)
+    return None if reset is None else max(0.0, reset - now)
 
 
 def _shown(text, secrets=(), limit=MAX_MESSAGE_CHARS):
@@ -339,7 +312,7 @@ class SendGridClient:
     """
 
     def __init__(self, api_key, region=None, api_url=None, timeout=30.0, validate_certs=True, max_retries=5,
-                 pool_size=10, sleep=None):
+                 pool_size=10, sleep=None, pace=None):
         check_connection_params(dict(api_key=api_key, region=region, api_url=api_url, timeout=timeout,
                                      max_retries=max_retries))
         # The raw value too: it may differ from the key sent (a trailing newline) and is what a user would grep for.
@@ -349,7 +322,8 @@ class SendGridClient:
         self.base_url = resolve_base_url(region, api_url)
         self.timeout = timeout
         self.max_retries = max_retries
-        self.throttle = Throttle()
+        # pace: the Pace of the role's per-subuser mode, shared by the run's worker processes; else this client's own.
+        self.throttle = pace or Pace()
         # Looked up at call time so tests can observe (and skip) the waits.
         self._sleep = sleep or _sleep
         self._session = requests.Session()
@@ -414,8 +388,9 @@ class SendGridClient:
             headers['on-behalf-of'] = on_behalf_of
         url = self.base_url + path
         retries = 0
+        waits = RequestWaits()  # pacing: what this request waited for the rate limit (not counted in max_retries)
         while True:
-            self.throttle.wait(self._sleep)
+            waits.add(self.throttle.before(self._sleep, waits.patient))
             # Each attempt has its own deadline: the connection, the headers and the whole body within `timeout`.
             deadline = _WATCHDOG.start(self.timeout)
             _CURRENT.deadline = deadline
@@ -426,7 +401,11 @@ class SendGridClient:
                     method, url, params=params, json=body, headers=headers, timeout=self.timeout, allow_redirects=False,
                     verify=self._verify, proxies=self._proxies, stream=True)
                 status = response.status_code
-                if status in RETRY_STATUSES and retries < self.max_retries:
+                # pacing: every answer's X-RateLimit-* headers; a 429 that says when its window resets is waited out
+                # without spending max_retries (up to RATE_LIMIT_WAITS of them and RATE_LIMIT_PATIENCE seconds).
+                reset_wait = self.throttle.after(response.headers, status)
+                excused = status == 429 and waits.excuse(reset_wait)
+                if status in RETRY_STATUSES and (excused or retries < self.max_retries):
                     wait = _retry_after(response) if status == 429 else None
                 else:
                     wait = None
@@ -451,13 +430,13 @@ class SendGridClient:
                 _WATCHDOG.stop(deadline)
                 if response is not None:
                     response.close()
-            if status in RETRY_STATUSES and retries < self.max_retries:
+            if status in RETRY_STATUSES and (excused or retries < self.max_retries):
                 wait = min(MAX_WAIT, self._backoff(retries) if wait is None else wait)
                 if status == 429:
                     self.throttle.pause(wait)
                 else:
                     self._sleep(wait)
-                retries += 1
+                retries += 0 if excused else 1
                 continue
             if cut and status < 300:
                 raise SendGridError(_describe_too_large(method, path, on_behalf_of))

@@ -11,6 +11,7 @@ with its snapshot hook, and the outcome as an Ansible task result."""
 from __future__ import annotations
 
 import functools
+import os
 import re
 
 from ansible.module_utils.basic import missing_required_lib
@@ -20,6 +21,7 @@ from ansible_collections.mailsec.sendgrid.plugins.module_utils._api import SendG
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._enforced_tls import PATH, converge, run_batch
 from ansible_collections.mailsec.sendgrid.plugins.module_utils._text import escape_text
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._fleet_hosts import IMPACT_OPTIONS, PREFIX
+from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._pace_shared import shared_pace
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._run_state import fingerprint, once_per_run, run_dir
 from ansible_collections.mailsec.sendgrid.plugins.plugin_utils._snapshot import SnapshotError, recorder_for
 
@@ -27,8 +29,16 @@ display = Display()
 
 
 def open_client(connection, pool_size=1):
-    """The fleet's one place that builds an HTTP client (``connection``: an account's resolved connection)."""
-    return SendGridClient(pool_size=pool_size, **connection)
+    """The fleet's one place that builds an HTTP client (``connection``: an account's resolved connection).
+
+    Its pace from X-RateLimit-* is the account's: with one account a task (the per-subuser mode, each host in its own
+    worker process) it is shared by the run's workers through the run's private directory; batch mode's threads share
+    the client's own."""
+    pace = None
+    if pool_size == 1:
+        endpoint = resolve_base_url(connection.get('region'), connection.get('api_url'))
+        pace = shared_pace(os.path.join(run_dir(), 'pace-%s' % fingerprint(endpoint, connection['api_key'])))
+    return SendGridClient(pool_size=pool_size, pace=pace, **connection)
 
 
 def converge_accounts(connection, group, check_mode, concurrency):

@@ -43,11 +43,12 @@ TARGET_SIZE, NAIVE_SIZE = 1000, 100
 
 
 class SimulatorProcess:
-    def __init__(self, subusers, latency_ms, workdir):
+    def __init__(self, subusers, latency_ms, workdir, options=()):
+        """options: more of the simulator's command-line options (a rate limit, say)."""
         url_file = Path(workdir) / 'url'
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
             [sys.executable, str(ROOT / 'tests/simulator/sendgrid_sim.py'), '--subusers', str(subusers), '--latency-ms', str(latency_ms),
-             '--api-key', KEY, '--url-file', str(url_file)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             '--api-key', KEY, '--url-file', str(url_file), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while not url_file.exists():
             if time.monotonic() > deadline:
@@ -87,11 +88,16 @@ def write_floor(workdir):
     return str(playbook)
 
 
+def playbook_env(sim, workdir):
+    """The environment of an ansible-playbook run against the simulator, with the collection of this working tree."""
+    return dict(os.environ, SENDGRID_API_KEY=KEY, SENDGRID_API_URL=sim.url, ANSIBLE_NOCOLOR='1', ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false',
+                ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.tmp/collections'), ANSIBLE_ROLES_PATH=str(Path(workdir) / 'roles'),
+                PATH=str(BIN) + os.pathsep + os.environ['PATH'])
+
+
 def run(args, sim, workdir):
     """One ansible-playbook run: (wall seconds, GETs, PATCHes)."""
-    env = dict(os.environ, SENDGRID_API_KEY=KEY, SENDGRID_API_URL=sim.url, ANSIBLE_NOCOLOR='1', ANSIBLE_COLLECTIONS_SCAN_SYS_PATH='false',
-               ANSIBLE_COLLECTIONS_PATH=str(ROOT / '.tmp/collections'), ANSIBLE_ROLES_PATH=str(Path(workdir) / 'roles'),
-               PATH=str(BIN) + os.pathsep + os.environ['PATH'])
+    env = playbook_env(sim, workdir)
     sim.take_counts()
     start = time.monotonic()
     proc = subprocess.run([str(BIN / 'ansible-playbook'), *args], env=env, cwd=workdir, capture_output=True, text=True, check=False)

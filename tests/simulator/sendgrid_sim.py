@@ -13,7 +13,15 @@ API endpoints:
 Control endpoints under ``/_sim/`` (no auth, no latency, not logged) let a simulator running in
 another process be driven and read: ``GET /_sim/log[?summary=1]``, ``GET /_sim/state``,
 ``POST /_sim/reset-log``, ``/_sim/latency``, ``/_sim/inject``, ``/_sim/random-faults``,
-``/_sim/fail-account``, ``/_sim/clear-faults``, ``/_sim/add-blocks`` and ``/_sim/block-tls-when-required``.
+``/_sim/fail-account``, ``/_sim/clear-faults``, ``/_sim/add-blocks``, ``/_sim/block-tls-when-required`` and
+``/_sim/rate-limit``.
+
+Rate limit (off unless configured: ``rate_limit=``, ``--rate-limit``, ``POST /_sim/rate-limit``): a fixed window of
+``limit`` authenticated API requests per ``window`` seconds for the whole simulator (one key's counter, as SendGrid
+keeps it). Every authenticated answer then carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and
+``X-RateLimit-Reset`` (the window's end as an epoch second, or with ``reset_style="seconds"`` the seconds until it,
+both rounded up), and a request beyond the limit is answered 429 ``too many requests``; the log summary counts those
+in ``rate_limited``.
 
 As a library::
 
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -214,8 +223,9 @@ def _logged_body(raw, parsed):
 class Simulator:
     """SendGrid API simulator: state, request log and fault injection, served over HTTP/1.1 once started."""
 
-    def __init__(self, api_keys=("test-key",), subusers=None, latency=0.0, seed=0):
-        """subusers: a count (named sub0001, ...) or an iterable of usernames. seed drives populate_subusers()."""
+    def __init__(self, api_keys=("test-key",), subusers=None, latency=0.0, seed=0, rate_limit=None, rate_window=1.0, reset_style="epoch"):
+        """subusers: a count (named sub0001, ...) or an iterable of usernames. seed drives populate_subusers().
+        rate_limit (requests per rate_window seconds, None: no limit) and reset_style: see set_rate_limit()."""
         self.api_keys = frozenset((api_keys,) if isinstance(api_keys, str) else api_keys)
         self.latency = latency
         self.seed = seed
@@ -231,6 +241,10 @@ class Simulator:
         self._tls_blockers = {}  # account key -> (recipient domains, blocks per domain)
         self._server = None
         self._thread = None
+        self._rate = None  # (limit, window, reset style, start of the first window) or None
+        self._window = (None, 0)  # (index of the current window, requests counted in it)
+        self._rate_limited = 0
+        self.set_rate_limit(rate_limit, rate_window, reset_style)
         if isinstance(subusers, int):
             self.populate_subusers(subusers)
         elif subusers is not None:
@@ -419,6 +433,7 @@ class Simulator:
         with self._lock:
             count = len(self._log)
             self._log.clear()
+            self._rate_limited = 0
         return count
 
     def count(self, method=None, path=None):
@@ -434,7 +449,10 @@ class Simulator:
             for entry in self._log:
                 by_method[entry["method"]] = by_method.get(entry["method"], 0) + 1
                 by_status[str(entry["status"])] = by_status.get(str(entry["status"]), 0) + 1
-            return {"total": len(self._log), "by_method": by_method, "by_status": by_status}
+            summary = {"total": len(self._log), "by_method": by_method, "by_status": by_status}
+            if self._rate is not None or self._rate_limited:
+                summary["rate_limited"] = self._rate_limited
+            return summary
 
     # --- faults and latency -----------------------------------------------------------------------------------------
 
@@ -473,6 +491,38 @@ class Simulator:
             self._failed.clear()
             self._random = None
 
+    def set_rate_limit(self, limit=None, window=1.0, reset_style="epoch"):
+        """Allow ``limit`` API requests per fixed window of ``window`` seconds from now on (None: no limit, no headers).
+        reset_style "epoch" or "seconds": how X-RateLimit-Reset tells the window's end."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError("limit must be an integer >= 1 or null")
+        if isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0:
+            raise ValueError("window must be a number of seconds > 0")
+        if reset_style not in ("epoch", "seconds"):
+            raise ValueError('reset_style must be "epoch" or "seconds"')
+        with self._lock:
+            self._rate = None if limit is None else (limit, float(window), reset_style, time.time())
+            self._window = (None, 0)
+        return {"limit": limit, "window": window, "reset_style": reset_style}
+
+    def _spend_rate(self, headers):
+        """Count one request in the current window and put the rate-limit headers in ``headers``; 429 when spent."""
+        with self._lock:
+            if self._rate is None:
+                return
+            limit, window, style, start = self._rate
+            now = time.time()
+            index = int((now - start) // window)
+            count = self._window[1] + 1 if self._window[0] == index else 1
+            self._window = (index, count)
+            end = start + (index + 1) * window
+            if count > limit:
+                self._rate_limited += 1
+        headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
+                        "X-RateLimit-Reset": str(math.ceil(end) if style == "epoch" else math.ceil(end - now))})
+        if count > limit:
+            raise _ApiError(HTTPStatus.TOO_MANY_REQUESTS, "too many requests", headers=dict(headers))
+
     def _set_latency(self, seconds):
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
             raise ValueError("seconds must be a number >= 0")
@@ -490,11 +540,12 @@ class Simulator:
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         on_behalf_of = (headers.get("on-behalf-of") or "").strip() or None
         parsed = _parse_json(raw)
+        rate = {}
         try:
-            body = self._route(method, url.path, query, headers, on_behalf_of, raw, parsed)
-            status, extra = HTTPStatus.OK, {}
+            body = self._route(method, url.path, query, headers, on_behalf_of, raw, parsed, rate)
+            status, extra = HTTPStatus.OK, dict(rate)
         except _ApiError as exc:
-            status, body, extra = exc.status, exc.body, exc.headers
+            status, body, extra = exc.status, exc.body, {**rate, **exc.headers}
         entry = {
             "method": method,
             "path": url.path,
@@ -510,8 +561,9 @@ class Simulator:
             self._log.append(entry)
         return status, body, extra
 
-    def _route(self, method, path, query, headers, on_behalf_of, raw, parsed):
+    def _route(self, method, path, query, headers, on_behalf_of, raw, parsed, rate):
         self._authenticate(headers.get("Authorization"))
+        self._spend_rate(rate)
         allowed = _ROUTES.get(path)
         if allowed is None:
             raise _ApiError(HTTPStatus.NOT_FOUND, "not found")
@@ -622,6 +674,7 @@ class Simulator:
                 "clear-faults": self.clear_faults,
                 "add-blocks": lambda account=None, blocks=(): {"blocks": self.add_blocks(account, blocks)},
                 "block-tls-when-required": self.block_tls_when_required,
+                "rate-limit": self.set_rate_limit,
             }
             if method == "POST" and name in actions:
                 args = _parse_json(raw) if raw else {}
@@ -747,6 +800,10 @@ def _parse_args(argv):
     parser.add_argument("--drift-mixed", action="store_true", help="seeded mix of default, compliant and partly compliant subuser states")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="milliseconds added to every API request")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate-limit", type=int, metavar="N", help="allow N API requests per window (default: no limit, no rate-limit headers)")
+    parser.add_argument("--rate-window", type=float, default=1.0, metavar="SECONDS", help="length of the fixed rate-limit window")
+    parser.add_argument("--reset-style", choices=("epoch", "seconds"), default="epoch",
+                        help="X-RateLimit-Reset as an epoch second or as seconds until the reset")
     parser.add_argument("--url-file", metavar="PATH", help="write the base URL here once listening")
     return parser.parse_args(argv)
 
@@ -756,7 +813,8 @@ def main(argv=None):
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *signal_args: stopping.set())
-    simulator = Simulator(api_keys=args.api_keys or ("test-key",), latency=args.latency_ms / 1000, seed=args.seed)
+    simulator = Simulator(api_keys=args.api_keys or ("test-key",), latency=args.latency_ms / 1000, seed=args.seed,
+                          rate_limit=args.rate_limit, rate_window=args.rate_window, reset_style=args.reset_style)
     simulator.populate_subusers(args.subusers, eu_every=args.eu_every, disabled_every=args.disabled_every, drift_mixed=args.drift_mixed)
     url = simulator.start(port=args.port, host=args.host)
     if args.url_file:
