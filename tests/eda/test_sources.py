@@ -236,6 +236,24 @@ def test_reads_are_paced(sim):
     assert times[-1] - times[0] >= 9 / 20 - 0.05
 
 
+def test_an_unbudgeted_watch_stays_within_the_rate_limit(sim):
+    """Without requests_per_second, the client's pacing from X-RateLimit-* keeps a round within the account's window:
+    every subuser read once, (almost) no 429, and the round takes about as long as the window allows."""
+    names = ['s%d' % n for n in range(60)]
+    for name in names:
+        sim.add_subuser(name)
+    sim.set_rate_limit(20, 2.0)
+    watch, poll = drift_watch(sim, subusers=names, concurrency=8)
+    started = time.monotonic()
+    queue = rounds(watch, poll, 1)
+    elapsed = time.monotonic() - started
+    summary = sim.log_summary()
+    assert summary['by_status'].get('200') == 60 and summary.get('rate_limited', 0) <= 1, summary
+    assert not queue.of('error')
+    # 60 requests at 20 per 2 s: at least two windows must pass (the first 20 go at once), at most about four.
+    assert 3.0 <= elapsed < 9.0, elapsed
+
+
 @pytest.mark.parametrize('source, args, message', [
     (drift_source, dict(), "set at least one of require_tls, require_valid_cert, version"),
     (drift_source, dict(require_tls=True, interval=0), "interval must be a number of at least 1, got 0.0"),

@@ -95,10 +95,10 @@ options:
     default: 4
   requests_per_second:
     description:
-      - At most this many reads start per second, so a large watch stays under the account's rate limit with room
-        for other automation. 1,000 subusers at the default 8 take 125 s a round.
+      - At most this many reads start per second, to leave room in the account's rate limit for other automation.
+      - Unset, the watch reads as fast as O(concurrency) allows, and the collection's client paces every request from
+        SendGrid's C(X-RateLimit-Remaining) and C(X-RateLimit-Reset) answers, so the watch stays within the limit.
     type: float
-    default: 8
 """
 
 EXAMPLES = r"""

@@ -62,7 +62,7 @@ options:
     description: As in C(mailsec.sendgrid.enforced_tls_drift) (default 4).
     type: int
   requests_per_second:
-    description: As in C(mailsec.sendgrid.enforced_tls_drift) (default 8).
+    description: As in C(mailsec.sendgrid.enforced_tls_drift) (unset, the client's pacing from the rate-limit headers).
     type: float
   page_size:
     description: Blocks asked for per page (SendGrid allows at most 500).

@@ -38,7 +38,7 @@ WATCH_OPTIONS = dict(
     interval=dict(type='float', default=300.0),
     refresh_interval=dict(type='float', default=3600.0),
     concurrency=dict(type='int', default=4),
-    requests_per_second=dict(type='float', default=8.0),
+    requests_per_second=dict(type='float'),
 )
 
 
@@ -71,6 +71,8 @@ def check_options(source, args, own_spec):
     except SendGridError as exc:
         raise ValueError('%s: %s' % (source, exc))
     for name, low in (('interval', 1.0), ('refresh_interval', 1.0), ('requests_per_second', 0.01)):
+        if options[name] is None:
+            continue
         if not (options[name] >= low and math.isfinite(options[name])):
             raise ValueError('%s: %s must be a number of at least %g, got %r' % (source, name, low, options[name]))
     options['concurrency'] = check_concurrency(options['concurrency'], '%s: concurrency' % source)
@@ -105,7 +107,9 @@ class Watch:
             api_key=options['api_key'], region=options.get('region'), api_url=options.get('api_url'),
             timeout=options['timeout'], validate_certs=options['validate_certs'], max_retries=options['max_retries'],
             pool_size=options['concurrency'])
-        self._gap = 1.0 / options['requests_per_second']
+        # The client paces every request from SendGrid's X-RateLimit-* answers already; requests_per_second is a lower
+        # budget of the watch's own, to leave room in the account's limit for other automation.
+        self._gap = 1.0 / options['requests_per_second'] if options['requests_per_second'] else 0.0
         self._next_slot = 0.0
         self._slot_lock = asyncio.Lock()
         self._subusers = list(options['subusers']) if options['subusers'] else None
