@@ -29,9 +29,9 @@ MATRIX_PREVIEW := 2.22.0rc1@3.13
 # - tests/unit: the plugins' code inside ansible-core's module and plugin APIs: every release.
 # - PLAYBOOK_SUITES: real ansible-playbook / ansible-inventory / ansible-runner runs whose outcome depends on
 #   ansible-core (strategies, run_once, serial, host variables, templating of untrusted values, the inventory plugin
-#   API, check and diff mode): every release.
+#   API, check and diff mode, what -vvvv and --diff print of the key): every release.
 PLAYBOOK_SUITES := $(addprefix tests/integration/test_,host_model.py role_edges.py rollout.py fleet.py \
-	modules_playbook.py untrusted_values.py impact_playbook.py)
+	modules_playbook.py untrusted_values.py impact_playbook.py) tests/reliability/test_secrets.py
 # - PYTHON_SUITES: tls_check, recipient_tls_info and the client against real TLS, SMTP and DNS servers; they depend on
 #   Python's ssl and ipaddress (3.13 verifies certificates more strictly, and changed which addresses are private),
 #   not on ansible-core: every Python the matrix adds (3.12, 3.13) besides the main venv's 3.11.
@@ -72,8 +72,8 @@ $(AWX_STAMP): | $(STAMP)
 
 awx-collection: $(AWX_STAMP)
 
-## check: the inner loop (about a minute): the unit tests, the simulator and contract tests, the fast linters
-CHECK_SUITES := tests/unit tests/simulator tests/contract tests/reliability/test_bad_input.py
+## check: the inner loop (under a minute): the unit tests, the simulator and its OpenAPI contract, the fast linters
+CHECK_SUITES := tests/unit tests/simulator tests/contract/test_contract.py
 # pycodestyle as ansible-test's pep8 sanity test runs it (its line length, its ignore list).
 PEP8 := --max-line-length 160 --ignore E402,W503,W504,E741,E203,E701,E704
 check: venv link
@@ -82,7 +82,7 @@ check: venv link
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(CHECK_SUITES)
 
 ## test: everything CI runs; each test once per ansible-core release it depends on (see the suites above)
-test: venv link pytest units integration lint docs release matrix
+test: venv link matrix pytest units integration sanity lint docs release
 
 # Every suite but tests/unit (pytest.ini's testpaths), on the main venv's ansible-core.
 pytest: venv link awx-collection
