@@ -37,8 +37,9 @@ PLAYBOOK_SUITES := $(addprefix tests/integration/test_,host_model.py role_edges.
 #   not on ansible-core: every Python the matrix adds (3.12, 3.13) besides the main venv's 3.11.
 PYTHON_SUITES := $(addprefix tests/integration/test_,tls_check_servers.py probe_bounds.py probe_embedded_ipv4.py \
 	recipient_tls_servers.py) tests/reliability/test_tls_client.py
-# - the rest (simulator, OpenAPI contract, the client's reliability and secrets, restore attacks, AWX) runs the
-#   collection's own Python against its own servers: once, in the main venv (make pytest).
+# - the rest (simulator, OpenAPI contract, the client's reliability and trust boundaries, restore attacks, AWX) runs
+#   the collection's own Python against its own servers, or Ansible the same way on every release (the restore
+#   playbook's path is test_rollout's): once, in the main venv (make pytest).
 # A release given with @PYTHON runs on a Python other than the main venv's: it adds PYTHON_SUITES.
 matrix_paths = tests/unit $(PLAYBOOK_SUITES) $(if $(findstring @,$(1)),$(PYTHON_SUITES))
 
