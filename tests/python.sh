@@ -33,6 +33,14 @@ if [ "$version" != 3.13 ]; then
   exec "$0" 3.13
 fi
 
+# make -j may ask for 3.13 from two matrix releases at once: one builds, the other waits and takes its result.
+mkdir -p "$cache"
+exec 9>"$cache/build-python$version.lock"
+flock 9
+if works "$prefix/bin/python$version"; then
+  echo "$prefix/bin/python$version"
+  exit 0
+fi
 work="$cache/build-python$version"
 log="$cache/build-python$version.log"
 rm -rf "$work"

@@ -310,14 +310,20 @@ class SMTPSServer:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         leaf.configure_cert(self.context)
         self.listener = socket.create_server(('127.0.0.1', 0))
+        # accept() polls: on Linux, closing the listener does not wake a thread blocked in accept(), and close()
+        # would wait out its join timeout after every test.
+        self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
 
     def serve(self):
-        while True:
+        while not self.stopping.is_set():
             try:
                 conn, _address = self.listener.accept()
+            except socket.timeout:
+                continue
             except OSError:
                 return  # closed
             try:
@@ -330,8 +336,9 @@ class SMTPSServer:
                 conn.close()
 
     def close(self):
-        self.listener.close()
+        self.stopping.set()
         self.thread.join(5)
+        self.listener.close()
 
 
 @pytest.fixture
