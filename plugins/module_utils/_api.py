@@ -21,7 +21,6 @@ import json
 import math
 import random
 import re
-import threading
 import time
 from urllib.parse import urlsplit
 
