@@ -14,7 +14,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export PATH := $(BIN):$(PATH)
 
-.PHONY: all venv eda-venv link awx-collection check test pytest units integration lint sanity docs release matrix preview demo bench build ee-context ee clean
+.PHONY: all venv eda-venv link awx-collection check test test-stages pytest units integration lint sanity docs release matrix preview demo bench build ee-context ee clean
 # ansible-core releases the matrix proves besides the main venv's (2.19 on Python 3.11, in tests/requirements.txt):
 # 2.16 (what Automation Platform 2.5/2.6 execution environments ship), 2.18, and the maintained 2.20 and 2.21, which
 # need Python >= 3.12 on the controller (tests/python.sh finds one, or builds 3.13 once into ~/.cache).
@@ -100,7 +100,12 @@ check: venv link
 
 ## test: everything CI runs; each test once per ansible-core release it depends on (see the suites above)
 # The longest stages first, so that make -j (.ci/run) ends with the short ones.
-test: venv link pytest matrix units integration lint docs release
+# One job per core: the stages are independent (each ansible-test command and matrix release has its own copy and
+# venv); --output-sync keeps each stage's output together. `make test` alone runs them so, as CI (.ci/run) does.
+test:
+	$(MAKE) -j"$$(nproc)" --output-sync=target test-stages
+
+test-stages: venv link pytest matrix units integration lint docs release
 
 # Every suite but tests/unit (pytest.ini's testpaths), on the main venv's ansible-core.
 pytest: venv link awx-collection eda-venv
