@@ -60,7 +60,9 @@ def test_api_strings_are_never_templated(sim, tmp_path):
         dict(name='Print', **{'ansible.builtin.debug': dict(
             msg='{{ inventory_hostname }} | {{ sendgrid_email }} | {{ sendgrid_region }} | {{ group_names }} | {{ contact }}'
                 ' | {{ compose_marker }}')}),
-        dict(name='Write', delegate_to='localhost', **{'ansible.builtin.lineinfile': dict(
+        # throttle: two forks editing one file with lineinfile race (each rewrites the whole file), and a lost line
+        # would read as a lost host; users writing one file from many hosts serialise it the same way.
+        dict(name='Write', delegate_to='localhost', throttle=1, **{'ansible.builtin.lineinfile': dict(
             path=str(out), create=True, mode='0600', line='{{ inventory_hostname }} {{ sendgrid_email }} {{ group_names | join(",") }}')}),
     ])]))
     run = subprocess.run([str(BIN / 'ansible-playbook'), '-i', str(source), str(play)], env=env, capture_output=True,
