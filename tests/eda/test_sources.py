@@ -206,7 +206,7 @@ def test_event_loop_never_waits_on_the_api(sim):
     """Reads run in worker threads: a task of the rulebook keeps running while slow reads are in flight."""
     for number in range(8):
         sim.add_subuser('s%d' % number)
-    sim.latency = 0.2
+    sim.latency = 0.5
     watch, poll = drift_watch(sim, concurrency=4, requests_per_second=100)
     ticks = []
 
@@ -221,9 +221,10 @@ def test_event_loop_never_waits_on_the_api(sim):
         task.cancel()
         return time.monotonic() - started
     elapsed = asyncio.run(run())
-    # 9 requests of 0.2 s, four at a time: well under the 1.8 s one after the other; the ticker ran all along.
-    assert elapsed < 1.5
-    assert len(ticks) >= 10 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.15
+    # 9 requests of 0.5 s, four at a time (about 1.5 s): far from the 4.5 s one after the other. The ticker ran all
+    # along: a loop that waited on a read would show a gap of 0.5 s at least (bounds loose for a busy CI machine).
+    assert elapsed < 3.5
+    assert len(ticks) >= 10 and max(b - a for a, b in zip(ticks, ticks[1:])) < 0.4
 
 
 def test_reads_are_paced(sim):
@@ -249,10 +250,12 @@ def test_an_unbudgeted_watch_stays_within_the_rate_limit(sim):
     queue = rounds(watch, poll, 1)
     elapsed = time.monotonic() - started
     summary = sim.log_summary()
-    assert summary['by_status'].get('200') == 60 and summary.get('rate_limited', 0) <= 1, summary
+    # Unpaced, 40 of the 60 are refused; a worker descheduled between taking a slot and sending may spill into the
+    # next window on a busy machine, hence a few (5 %) allowed.
+    assert summary['by_status'].get('200') == 60 and summary.get('rate_limited', 0) <= 3, summary
     assert not queue.of('error')
     # 60 requests at 20 per 2 s: at least two windows must pass (the first 20 go at once), at most about four.
-    assert 3.0 <= elapsed < 9.0, elapsed
+    assert 3.0 <= elapsed < 12.0, elapsed
 
 
 @pytest.mark.parametrize('source, args, message', [

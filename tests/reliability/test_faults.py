@@ -227,15 +227,15 @@ def test_faults_through_ansible_playbook(sim, run_playbook):
     sim.inject(500, 10, account='broken')
 
     servers = dict(
-        html=RawServer(respond(502, HTML_502, content_type='text/html'), lifetime=60),
-        reset=RawServer(reset_after(PARTIAL), lifetime=60),
-        silent=RawServer(silent, lifetime=60),
-        truncated=RawServer(respond(200, b'{"require_tls": tr'), lifetime=60),
-        types=RawServer(respond(200, {'require_tls': 'yes', 'version': 'abc'}), lifetime=60),
-        empty=RawServer(respond(200, b''), lifetime=60),
-        target=RawServer(respond(200, {}), lifetime=60),
+        html=RawServer(respond(502, HTML_502, content_type='text/html'), lifetime=300),
+        reset=RawServer(reset_after(PARTIAL), lifetime=300),
+        silent=RawServer(silent, lifetime=300),
+        truncated=RawServer(respond(200, b'{"require_tls": tr'), lifetime=300),
+        types=RawServer(respond(200, {'require_tls': 'yes', 'version': 'abc'}), lifetime=300),
+        empty=RawServer(respond(200, b''), lifetime=300),
+        target=RawServer(respond(200, {}), lifetime=300),
     )
-    servers['redirect'] = RawServer(respond(302, b'', headers={'Location': servers['target'].url + PATH}), lifetime=60)
+    servers['redirect'] = RawServer(respond(302, b'', headers={'Location': servers['target'].url + PATH}), lifetime=300)
     for server in servers.values():
         server.start()
 

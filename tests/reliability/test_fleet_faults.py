@@ -10,6 +10,7 @@ others converge, that a re-run writes nothing, and that every fault cost exactly
 
 from __future__ import annotations
 
+import re
 import time
 
 from tests.conftest import API_KEY
@@ -53,8 +54,11 @@ def test_fleet_converges_under_random_faults(sim, run_playbook, tmp_path, capsys
     assert first.rc == 2, first.output
     assert 'Traceback' not in first.output
     assert ('fatal: [%s]' % FAILING) in first.stdout
-    assert ('SendGrid API error: HTTP 503 Service Unavailable on GET /v3/user/settings/enforced_tls (on behalf of %s): '
-            'service unavailable (after %d retries)' % (FAILING, MAX_RETRIES)) in first.stdout
+    # The simulator, like SendGrid's edge, draws its random 429/500 before it looks at the account, so the last of the
+    # failing subuser's attempts may be one of those (about 7 % of runs) rather than its own 503: any of the three.
+    assert re.search(r'SendGrid API error: HTTP (503 Service Unavailable|429 Too Many Requests|500 Internal Server Error) '
+                     r'on GET /v3/user/settings/enforced_tls \(on behalf of %s\): [^\n]*\(after %d retries\)'
+                     % (FAILING, MAX_RETRIES), first.stdout), first.stdout
     assert [name for name in names if first.recap(name)['failed']] == [FAILING]
     assert sorted(name for name in names if first.recap(name)['changed']) == sorted(drifted)
     after = sim.state()['subusers']

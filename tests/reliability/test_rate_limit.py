@@ -33,18 +33,19 @@ def statuses(sim):
 
 def test_429s_that_carry_a_reset_do_not_spend_max_retries(sim):
     # max_retries 0: any retry budget spent would fail the read.
-    sim.inject(429, 3, ratelimit_reset=int(time.time()) + 2)
+    # An epoch in whole seconds: 2 to 3 s ahead, so that the waits are over 0.9 s even on a slow machine.
+    sim.inject(429, 3, ratelimit_reset=int(time.time()) + 3)
     sleeps = []
     assert read(client_for(sim.url, sleeps, max_retries=0)) == DEFAULTS
     assert statuses(sim) == [429, 429, 429, 200]
-    assert len(sleeps) == 3 and all(0.9 < wait <= 2.0 for wait in sleeps), sleeps
+    assert len(sleeps) == 3 and all(0.9 < wait <= 3.0 for wait in sleeps), sleeps
 
 
 def test_reset_sent_as_seconds_is_waited_for(sim):
     sim.inject(429, 1, ratelimit_reset=3)  # "3": seconds until the reset, not an epoch in 1970
     sleeps = []
     assert read(client_for(sim.url, sleeps)) == DEFAULTS
-    assert len(sleeps) == 1 and 2.9 <= sleeps[0] <= 3.0, sleeps
+    assert len(sleeps) == 1 and 2.5 <= sleeps[0] <= 3.0, sleeps
 
 
 def test_waits_for_the_reset_are_bounded_then_429s_spend_retries(sim):
@@ -68,7 +69,8 @@ def test_a_429_with_retry_after_only_still_spends_a_retry(sim):
 
 SUBUSERS = 40
 LIMIT, WINDOW = 10, 2.0
-MAX_429 = 3
+# Before pacing, dozens; a worker descheduled between taking a slot and sending may spill into the next window.
+MAX_429 = 6
 
 
 @pytest.mark.parametrize('batch, reset_style', [(False, 'epoch'), (True, 'seconds')], ids=['per-subuser', 'batch-reset-seconds'])
