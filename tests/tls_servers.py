@@ -263,7 +263,13 @@ class _FreePortController(Controller):
         super()._trigger_server()
 
 
+_HELD_PORTS = []  # sockets bound for free_port, never listening, kept for the test process's life
+
+
 def free_port():
-    """A loopback port where nothing listens (bound and released; nothing else on this test host takes it back)."""
-    with socket.create_server((LOOPBACK, 0)) as probe:
-        return probe.getsockname()[1]
+    """A loopback port where nothing listens: bound by this process and never listening, so a connection is refused,
+    and no other process (make test runs several stages at once) can take the port meanwhile."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.bind((LOOPBACK, 0))
+    _HELD_PORTS.append(probe)
+    return probe.getsockname()[1]
