@@ -67,6 +67,13 @@ class SimulatorProcess:
         self.proc.wait(timeout=10)
 
 
+def write_inventory(workdir, url):
+    """The subusers inventory source of the simulator at ``url``, in workdir; returns its path."""
+    inventory = Path(workdir) / 'bench.sendgrid.yml'
+    inventory.write_text('plugin: mailsec.sendgrid.subusers\napi_url: %s\n' % url)
+    return inventory
+
+
 def write_floor(workdir):
     """The floor playbook and role in workdir; returns the playbook path (the role is found through ANSIBLE_ROLES_PATH).
 
@@ -113,8 +120,7 @@ def measure(mode, size, latency_ms):
     with tempfile.TemporaryDirectory() as workdir:
         sim = SimulatorProcess(size, latency_ms, workdir)
         try:
-            inventory = Path(workdir) / 'bench.sendgrid.yml'
-            inventory.write_text('plugin: mailsec.sendgrid.subusers\napi_url: %s\n' % sim.url)
+            inventory = write_inventory(workdir, sim.url)
             if mode == 'naive':
                 play = [str(ROOT / 'tests/bench/naive.yml'), '-i', str(inventory), '--forks', '5']
                 return {name: run(play, sim, workdir) for name in ('first', 'second')}

@@ -30,7 +30,7 @@ import timeit
 import urllib.request
 from pathlib import Path
 
-from bench import BIN, POLICY, ROOT, SimulatorProcess, playbook_env
+from bench import BIN, POLICY, ROOT, SimulatorProcess, playbook_env, write_inventory
 
 COMPLIANT = dict(require_tls=True, require_valid_cert=True, version=1.2)
 SCENARIOS = ('default', 'batch', 'batch-seconds', 'two-runs')
@@ -48,8 +48,7 @@ def scenario(name, options):
         sim = SimulatorProcess(options.subusers, options.latency_ms, workdir, [
             '--rate-limit', str(options.rate_limit), '--rate-window', str(options.rate_window), '--reset-style', style])
         try:
-            inventory = Path(workdir) / 'bench.sendgrid.yml'
-            inventory.write_text('plugin: mailsec.sendgrid.subusers\napi_url: %s\n' % sim.url)
+            inventory = write_inventory(workdir, sim.url)
             play = [str(BIN / 'ansible-playbook'), 'mailsec.sendgrid.enforce', '-i', str(inventory), '-e', json.dumps(POLICY),
                     '--forks', str(options.forks)]
             if name.startswith('batch'):
